@@ -101,5 +101,5 @@ def describe(token_id: int) -> str:
     if token_id < NUM_SPECIALS:
         return SPECIAL_NAMES.get(token_id, f"<special{token_id}>")
     if token_id < SYMBOL_OFFSET:
-        return repr(bytes([token_id - BYTE_OFFSET]))[1:]
+        return repr(bytes([token_id - BYTE_OFFSET]))[2:-1]
     return f"<s{token_id - SYMBOL_OFFSET}>"
