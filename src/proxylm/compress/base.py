@@ -42,6 +42,10 @@ class Compressor(ABC):
     def decode(self, symbols: np.ndarray | list[int], side: np.ndarray | None = None) -> bytes:
         """Symbols -> bytes. Raises CompressorError on out-of-range or truncated input."""
 
+    def encode_many(self, docs: Iterable[bytes]) -> list[np.ndarray]:
+        """Encode several documents; compressors with a batched backend override this."""
+        return [self.encode(doc) for doc in docs]
+
     def encode_with_side(self, data: bytes) -> tuple[np.ndarray, np.ndarray | None]:
         """Symbols plus per-document side information (None for all but the neural proxy)."""
         return self.encode(data), None
@@ -71,8 +75,15 @@ class Compressor(ABC):
 
 
 def check_symbols(symbols: np.ndarray | list[int], alphabet_size: int, name: str) -> np.ndarray:
-    """Symbols as int64, raising a clear error if any is outside [0, alphabet_size)."""
+    """Symbols as a 1-D integer array, raising a clear error if any is outside [0, alphabet_size).
+
+    Unsigned input that is in range is returned as it is (one max() instead of two comparisons
+    and a copy); anything else comes back as int64.
+    """
     arr = np.asarray(symbols)
+    if arr.ndim == 1 and np.issubdtype(arr.dtype, np.unsignedinteger):
+        if arr.size == 0 or int(arr.max()) < alphabet_size:
+            return arr
     if arr.ndim != 1:
         raise CompressorError(f"{name}: symbols must be a 1-D sequence, got shape {arr.shape}")
     if arr.size and not np.issubdtype(arr.dtype, np.integer):

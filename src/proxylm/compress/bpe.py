@@ -1,0 +1,215 @@
+"""`bpe`: byte-level BPE trained on the training split with HF `tokenizers`; symbols = token ids.
+
+Design choices:
+- Bytes, not text. `tokenizers` works on str, so each byte becomes one character before the
+  tokenizer sees it: ASCII maps to itself (so the pre-tokenizer's whitespace, digit and
+  punctuation classes work as usual) and 0x80..0xFF map to U+0100..U+017F, which are all
+  letters, so the bytes of a UTF-8 word (or of binary junk) group like the letters of a word.
+  Every byte string therefore round-trips, invalid UTF-8 and NULs included.
+- The 256 byte characters are the initial alphabet and there are no special tokens, so ids
+  0..alphabet_size-1 are all real tokens and any input encodes without an unknown token.
+- Pre-tokenizer: the GPT-4 (cl100k) split regex, which keeps merges inside words, numbers of up
+  to 3 digits, punctuation runs and whitespace runs (code indentation becomes few tokens).
+- Decoding does not use the tokenizer: a flat table of every token's bytes plus offsets, and
+  one vectorised gather.
+- `vocab` is the training target; a small corpus may stop with fewer merges, and the alphabet
+  is the trained tokenizer's real size.
+- Training streams the documents (`train_from_iterator`); wrap them in tqdm to see progress.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
+
+from proxylm.compress.base import Compressor, CompressorError
+from proxylm.compress.base import check_symbols
+from proxylm.io import atomic_path
+from proxylm.vocab import id_dtype
+
+TOKENIZER_FILE = "tokenizer.json"
+
+# GPT-4's cl100k split pattern (tiktoken), as used by the HF byte-level tokenizers.
+SPLIT_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+_CODEPOINTS = np.arange(256, dtype=np.uint32)
+_CODEPOINTS[128:] += 0x100 - 0x80  # bytes 0x80..0xFF -> U+0100..U+017F (letters)
+BYTE_CHARS = [chr(c) for c in _CODEPOINTS]
+_CHAR_TO_BYTE = {ch: b for b, ch in enumerate(BYTE_CHARS)}
+
+
+def bytes_to_text(data: bytes) -> str:
+    """One character per byte (see the module docstring); exact inverse of `text_to_bytes`."""
+    return _CODEPOINTS[np.frombuffer(data, dtype=np.uint8)].tobytes().decode("utf-32-le")
+
+
+def text_to_bytes(text: str) -> bytes:
+    try:
+        return bytes(_CHAR_TO_BYTE[ch] for ch in text)
+    except KeyError as exc:
+        raise CompressorError(f"bpe: character {exc.args[0]!r} is not one of the 256 byte characters") from None
+
+
+def _pre_tokenizer() -> pre_tokenizers.PreTokenizer:
+    return pre_tokenizers.Split(Regex(SPLIT_PATTERN), behavior="isolated")
+
+
+def _check_int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise CompressorError(f"bpe: {name} must be an integer >= {low}, got {value!r}")
+    return value
+
+
+class BPECompressor(Compressor):
+    name = "bpe"
+    trainable = True
+
+    def __init__(self, *, vocab: int = 8192, min_frequency: int = 2, path: str | Path | None = None) -> None:
+        self.vocab = _check_int("vocab", vocab, 256)  # training target incl. the 256 byte tokens; unused with path
+        self.min_frequency = _check_int("min_frequency", min_frequency, 0)  # rarer pairs are never merged
+        self.path = None if path is None else str(path)  # a saved tokenizer.json to load instead of fitting
+        self.file: str | None = None  # set when loaded from a shard directory's saved config
+        self._tokenizer: Tokenizer | None = None
+        if self.path is not None:
+            self._use(self._read(Path(self.path)))
+
+    @property
+    def ready(self) -> bool:
+        return self._tokenizer is not None
+
+    @property
+    def alphabet_size(self) -> int:
+        self._require()
+        return self._offsets.size - 1
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The underlying HF tokenizer (over byte characters, see `bytes_to_text`)."""
+        return self._require()
+
+    def token_bytes(self) -> list[bytes]:
+        """The byte string of every token, indexed by id."""
+        self._require()
+        flat = self._flat.tobytes()
+        return [flat[a:b] for a, b in zip(self._offsets[:-1].tolist(), self._offsets[1:].tolist())]
+
+    def config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {"name": self.name, "vocab": self.vocab, "min_frequency": self.min_frequency}
+        if self.path is not None:
+            config["path"] = self.path
+        if self.file is not None:
+            config["file"] = self.file
+        return config
+
+    def fit(self, docs: Iterable[bytes]) -> None:
+        tokenizer = Tokenizer(models.BPE())
+        tokenizer.pre_tokenizer = _pre_tokenizer()
+        trainer = trainers.BpeTrainer(
+            vocab_size=self.vocab,
+            min_frequency=self.min_frequency,
+            initial_alphabet=BYTE_CHARS,
+            special_tokens=[],
+            show_progress=False,
+        )
+        length = len(docs) if hasattr(docs, "__len__") else None
+        tokenizer.train_from_iterator((bytes_to_text(doc) for doc in docs), trainer, length=length)
+        self.path = self.file = None
+        self._use(tokenizer)
+
+    def save(self, directory: Path) -> dict[str, Any]:
+        tokenizer = self._require()
+        with atomic_path(Path(directory) / TOKENIZER_FILE) as tmp:
+            tokenizer.save(str(tmp))
+        config = {k: v for k, v in self.config().items() if k != "path"}
+        return config | {"file": TOKENIZER_FILE}
+
+    @classmethod
+    def load(cls, config: dict[str, Any], directory: Path) -> "BPECompressor":
+        params = {k: v for k, v in config.items() if k not in ("name", "file")}
+        if "file" not in config:
+            return cls(**params)
+        compressor = cls(**{k: v for k, v in params.items() if k != "path"})
+        compressor._use(cls._read(Path(directory) / config["file"]))
+        compressor.file = config["file"]
+        return compressor
+
+    @staticmethod
+    def _read(path: Path) -> Tokenizer:
+        if not path.is_file():
+            raise CompressorError(f"bpe: tokenizer file {path} does not exist")
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises a bare Exception on malformed files
+            raise CompressorError(f"bpe: cannot read tokenizer file {path}: {exc}") from None
+        problem = _layout_problem(tokenizer)
+        if problem:
+            raise CompressorError(f"bpe: tokenizer file {path} was not written by proxylm's bpe compressor: {problem}")
+        return tokenizer
+
+    def _use(self, tokenizer: Tokenizer) -> None:
+        """Adopt a tokenizer and build the decode tables (flat bytes + offsets, indexed by id)."""
+        by_id = sorted(tokenizer.get_vocab(with_added_tokens=True).items(), key=lambda item: item[1])
+        pieces = [text_to_bytes(token) for token, _ in by_id]
+        self._flat = np.frombuffer(b"".join(pieces), dtype=np.uint8)
+        self._offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
+        np.cumsum([len(p) for p in pieces], out=self._offsets[1:])
+        self._tokenizer = tokenizer
+
+    def _require(self) -> Tokenizer:
+        if self._tokenizer is None:
+            raise CompressorError("bpe: the tokenizer is not trained; fit it on documents or load one with path=FILE")
+        return self._tokenizer
+
+    def encode(self, data: bytes) -> np.ndarray:
+        ids = self._require().encode(bytes_to_text(data), add_special_tokens=False).ids
+        return np.array(ids, dtype=id_dtype(self.alphabet_size))
+
+    def encode_many(self, docs: Iterable[bytes]) -> list[np.ndarray]:
+        """Encode many documents at once (the tokenizer spreads the batch over threads)."""
+        texts = [bytes_to_text(doc) for doc in docs]
+        encodings = self._require().encode_batch_fast(texts, add_special_tokens=False)
+        dtype = id_dtype(self.alphabet_size)
+        return [np.array(e.ids, dtype=dtype) for e in encodings]
+
+    def decode(self, symbols: np.ndarray | list[int], side: np.ndarray | None = None) -> bytes:
+        ids = check_symbols(symbols, self.alphabet_size, self.name)  # (T,)
+        starts = self._offsets[ids]  # (T,)
+        lengths = self._offsets[ids + 1] - starts  # (T,)
+        out_starts = np.cumsum(lengths) - lengths  # (T,) where each token lands in the output
+        gather = np.repeat(starts - out_starts, lengths) + np.arange(int(lengths.sum()))  # (N,)
+        return self._flat[gather].tobytes()
+
+
+def _layout_problem(tokenizer: Tokenizer) -> str | None:
+    """Why a loaded tokenizer would not round-trip bytes exactly, or None if it will."""
+    spec = json.loads(tokenizer.to_str())
+    if spec.get("model", {}).get("type") != "BPE":
+        return f"model is {spec.get('model', {}).get('type')!r}, not BPE"
+    if spec.get("normalizer") is not None:
+        return "it has a normalizer, which would change the bytes"
+    if spec.get("added_tokens"):
+        return "it has added/special tokens"
+    if spec.get("pre_tokenizer") != json.loads(_pre_tokenizer_json()):
+        return "its pre-tokenizer differs"
+    vocab = tokenizer.get_vocab(with_added_tokens=True)
+    if sorted(vocab.values()) != list(range(len(vocab))):
+        return "token ids are not contiguous from 0"
+    if any(ch not in vocab for ch in BYTE_CHARS):
+        return "some of the 256 byte tokens are missing"
+    if any(ch not in _CHAR_TO_BYTE for token in vocab for ch in token):
+        return "some tokens use characters outside the byte mapping"
+    return None
+
+
+def _pre_tokenizer_json() -> str:
+    probe = Tokenizer(models.BPE())
+    probe.pre_tokenizer = _pre_tokenizer()
+    return json.dumps(json.loads(probe.to_str())["pre_tokenizer"])
