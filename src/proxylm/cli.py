@@ -52,11 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_guarded(lambda: args._run(args))
+
+
+def run_guarded(action) -> int:
+    """Run `action()`; errors a user can act on become one line on stderr and exit status 2."""
     from proxylm.errors import UserError
 
-    args = build_parser().parse_args(argv)
     try:
-        return int(args._run(args) or 0)
+        return int(action() or 0)
     except UserError as exc:
         print(f"proxylm: error: {exc}", file=sys.stderr)
         return 2
