@@ -33,8 +33,8 @@ from pathlib import Path
 
 import psutil
 
+from proxylm.compress import split_specs
 from proxylm.data.corpus import open_corpus
-from proxylm.probes.stability import split_specs
 
 RSS_LIMIT = 1.5e9
 BPE_TARGET = 20e6

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import pickle
 import sysconfig
@@ -134,6 +135,16 @@ def test_pickled_compressor_encodes_the_same(compressors, spec):
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(c)).encode(doc), c.encode(doc))
 
 
+def test_split_specs_keeps_parameters_with_their_spec():
+    assert compress.split_specs("bpe:vocab=512,min_frequency=2,gzip") == ["bpe:vocab=512,min_frequency=2", "gzip"]
+    assert compress.split_specs("raw, bpe-bytes:vocab=8192,order=gray ,halfbyte,") == [
+        "raw",
+        "bpe-bytes:vocab=8192,order=gray",
+        "halfbyte",
+    ]
+    assert compress.split_specs("bpe:path=/data/tokenizer.json,gzip:level=3") == ["bpe:path=/data/tokenizer.json", "gzip:level=3"]
+
+
 def test_config_params_rebuild_untrained_compressors():
     for spec in ["gzip:level=3", "bpe:vocab=1000,min_frequency=5", "bpe-bytes:vocab=700,order=gray"]:
         c = compress.build(spec)
@@ -217,9 +228,15 @@ def test_bpe_merges_stay_inside_pre_tokenizer_pieces(compressors):
             assert piece.isdigit() and len(piece) <= 3, piece
 
 
-def test_bpe_compresses_python_source_more_than_2x(train_docs):
+@pytest.fixture(scope="module")
+def bpe_4096(train_docs) -> compress.Compressor:
     c = compress.build("bpe:vocab=4096")
     c.fit(train_docs + stdlib_sources("email"))
+    return c
+
+
+def test_bpe_compresses_python_source_more_than_2x(bpe_4096):
+    c = bpe_4096
     held_out = stdlib_sources("logging") + stdlib_sources("concurrent/futures")
     raw = sum(len(d) for d in held_out)
     symbols = sum(len(s) for s in c.encode_many(held_out))
@@ -243,6 +260,48 @@ def test_bpe_bytes_writes_ids_big_endian(compressors):
     doc = b"import os\n"
     ids = compressors["bpe"].encode(doc).astype(np.int64)
     np.testing.assert_array_equal(c.encode(doc).reshape(-1, 2), np.stack([ids >> 8, ids & 0xFF], axis=1))
+
+
+# ---- the fast (tiktoken) encoder against HF's reference encoder --------------------------------
+
+
+def test_bpe_fast_encoder_gives_the_reference_ids(compressors, bpe_4096):
+    rng = np.random.default_rng(1)
+    docs = (
+        stdlib_sources("logging")
+        + stdlib_sources("concurrent/futures")
+        + list(EDGE_CASES.values())
+        + [rng.integers(0, 256, size=1 << 16, dtype=np.uint8).tobytes(), "naïve café ✓ — ünïcode 日本語".encode() * 20]
+    )
+    for c in (compressors["bpe"], bpe_4096):
+        assert c.fast
+        for doc, symbols in zip(docs, c.encode_many(docs)):
+            reference = c.reference_encode(doc)
+            np.testing.assert_array_equal(symbols, reference)
+            np.testing.assert_array_equal(c.encode(doc), reference)
+            assert symbols.dtype == reference.dtype == np.uint16
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.one_of(st.binary(max_size=300), st.text(max_size=200).map(str.encode)))
+def test_bpe_fast_encoder_matches_the_reference_on_any_input(compressors, bpe_4096, data):
+    for c in (compressors["bpe"], bpe_4096):
+        np.testing.assert_array_equal(c.encode(data), c.reference_encode(data))
+
+
+def test_bpe_keeps_the_reference_encoder_when_ids_are_not_in_merge_order(compressors, tmp_path):
+    c = compressors["bpe"]
+    c.save(tmp_path)
+    spec = json.loads((tmp_path / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    first, second = (token for token, i in vocab.items() if i in (300, 301))
+    vocab[first], vocab[second] = vocab[second], vocab[first]  # still a valid tokenizer, ids no longer merge ranks
+    (tmp_path / "swapped.json").write_text(json.dumps(spec))
+    swapped = compress.build(f"bpe:path={tmp_path / 'swapped.json'}")
+    assert not swapped.fast
+    for doc in stdlib_sources("email")[:3] + [EDGE_CASES["invalid utf8"]]:
+        np.testing.assert_array_equal(roundtrip(swapped, doc), swapped.reference_encode(doc))
+        np.testing.assert_array_equal(swapped.encode_many([doc])[0], swapped.reference_encode(doc))
 
 
 # ---- errors ------------------------------------------------------------------------------------

@@ -326,3 +326,96 @@ def test_shards_pickle_without_copying_the_data(tmp_path, corpus_path):
     assert len(blob) < 20_000
     clone = pickle.loads(blob)
     assert len(clone) == len(shards) and clone.raw(0).tobytes() == first
+
+
+# ---- reading many shards: memory, open files, older layouts -------------------------------------
+
+DOCS_PER_SHARD, SHARD_COUNT = 1500, 16
+
+
+@pytest.fixture(scope="module")
+def many_shards(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("many")
+    lines = (json.dumps({"text": f"document {i}\n"}) + "\n" for i in range(DOCS_PER_SHARD * SHARD_COUNT))
+    (root / "corpus.jsonl").write_text("".join(lines))
+    prepare(root / "corpus.jsonl", "raw", root / "out", shard_docs=DOCS_PER_SHARD, val_fraction=0.0)
+    return root / "out"
+
+
+def touch_one_document_per_shard(shards: Shards) -> list[np.ndarray]:
+    views = []
+    for k in range(SHARD_COUNT):
+        i = k * DOCS_PER_SHARD + DOCS_PER_SHARD // 2
+        assert shards.doc_id(i) == f"corpus.jsonl:{i + 1}"
+        assert shards.raw(i).tobytes() == f"document {i}\n".encode()
+        assert shards.symbols_length(i) == shards.raw_length(i)
+        views.append(shards.raw(i))
+    return views
+
+
+def test_reading_every_shard_keeps_memory_independent_of_the_document_count(many_shards):
+    import tracemalloc
+
+    shards = Shards.open(many_shards)
+    assert len(shards.manifest["splits"]["train"]["shards"]) == SHARD_COUNT
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        touch_one_document_per_shard(shards)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # Loading a shard's offsets (2 x 8 bytes) and ids (a str each) would take ~115 bytes per
+    # document, 170 KB a shard here; mapped, an open shard costs a few KB of Python objects.
+    assert grown < SHARD_COUNT * 24_000, f"{grown / SHARD_COUNT:.0f} bytes per open shard"
+
+
+def test_open_shards_are_capped_and_handed_out_views_stay_valid(many_shards):
+    import psutil
+
+    process = psutil.Process()
+    shards = Shards.open(many_shards)
+    assert shards.max_open_shards >= 16
+    shards.max_open_shards = 3
+    before = process.num_fds()
+    views = touch_one_document_per_shard(shards)
+    assert process.num_fds() - before <= 3 * 6 + len(views)  # a view keeps its own shard's map open
+    del views
+    touch_one_document_per_shard(shards)  # evicted shards reopen
+    assert process.num_fds() - before <= 3 * 6
+    first = shards.raw(0)
+    touch_one_document_per_shard(shards)  # shard 0 is evicted while `first` still points into it
+    assert first.tobytes() == b"document 0\n"
+
+
+def test_shards_written_with_ids_json_still_load(tmp_path, corpus_path):
+    out = tmp_path / "out"
+    prepare(corpus_path, "raw", out, shard_docs=16)
+    expected = all_docs(out)
+    for shard in (out / "train").glob("shard-*"):  # the layout before ids.bin
+        offsets = np.load(shard / "ids.idx.npy")
+        data = (shard / "ids.bin").read_bytes()
+        ids = [data[a:b].decode() for a, b in zip(offsets[:-1], offsets[1:])]
+        (shard / "ids.json").write_text(json.dumps(ids))
+        (shard / "ids.bin").unlink()
+        (shard / "ids.idx.npy").unlink()
+    assert all_docs(out) == expected
+    missing = out / "train" / "shard-00000"
+    (missing / "ids.json").unlink()
+    with pytest.raises(ShardsError, match=rf"{missing}: cannot read the document ids"):
+        Shards.open(out).doc_id(0)
+
+
+def test_damaged_shard_files_are_named(tmp_path, corpus_path):
+    out = tmp_path / "out"
+    prepare(corpus_path, "raw", out, shard_docs=16, val_fraction=0.0)
+    shard = out / "train" / "shard-00001"
+    raw = (shard / "raw.bin").read_bytes()
+    (shard / "raw.bin").write_bytes(raw[:-3])
+    shards = Shards.open(out)
+    shards.raw(0)  # other shards still read
+    with pytest.raises(ShardsError, match=rf"{shard / 'raw.bin'}: {len(raw) - 3} bytes on disk, the index expects {len(raw)}"):
+        shards.raw(16)
+    np.save(shard / "raw.idx.npy", np.zeros(5, dtype=np.int64))
+    with pytest.raises(ShardsError, match=rf"{shard / 'raw.idx.npy'}: 5 offsets, the shard's meta says 16 documents"):
+        Shards.open(out).raw(16)

@@ -1,4 +1,4 @@
-"""The stability probe: deletions, spec parsing, the paper's ranking (BPE more stable than gzip), CLI."""
+"""The stability probe: deletions, the paper's ranking (BPE more stable than gzip), CLI."""
 
 from __future__ import annotations
 
@@ -17,14 +17,8 @@ from proxylm.probes.stability import (
     delete_characters,
     normalized_distance,
     probe_stability,
-    split_specs,
     truncate_utf8,
 )
-
-
-def test_split_specs_keeps_parameters_with_their_spec():
-    assert split_specs("bpe:vocab=512,min_frequency=2,gzip") == ["bpe:vocab=512,min_frequency=2", "gzip"]
-    assert split_specs("raw, bpe-bytes:vocab=8192,order=gray ,halfbyte,") == ["raw", "bpe-bytes:vocab=8192,order=gray", "halfbyte"]
 
 
 def test_delete_characters_removes_the_share_as_a_subsequence():

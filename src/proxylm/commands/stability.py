@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from proxylm.data.corpus import CorpusConfig
     from proxylm.io import atomic_write_json
-    from proxylm.probes.stability import StabilityConfig, probe_stability, split_specs
+    from proxylm.compress import split_specs
+    from proxylm.probes.stability import StabilityConfig, probe_stability
 
     config = StabilityConfig(
         corpus=CorpusConfig(source=args.corpus, kind=CorpusKind(args.format), field=args.field, max_doc_bytes=args.max_doc_bytes),

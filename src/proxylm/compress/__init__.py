@@ -31,7 +31,16 @@ REGISTRY: dict[str, str] = {
     "neural": "proxylm.compress.neural:NeuralCompressor",
 }
 
-__all__ = ["Compressor", "CompressorError", "build", "load", "parse_spec", "compressor_class", "check_symbols"]
+__all__ = [
+    "Compressor",
+    "CompressorError",
+    "build",
+    "load",
+    "parse_spec",
+    "split_specs",
+    "compressor_class",
+    "check_symbols",
+]
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
@@ -44,6 +53,23 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
             raise CompressorError(f"compressor spec {spec!r}: parameter {item!r} is not key=value")
         params[key.strip()] = _scalar(value.strip())
     return name, params
+
+
+def split_specs(text: str) -> list[str]:
+    """'bpe:vocab=512,min_frequency=2,gzip' -> ['bpe:vocab=512,min_frequency=2', 'gzip'].
+
+    Specs use commas between their own parameters, so a piece that is `key=value` without a
+    name (no ':') continues the spec before it.
+    """
+    specs: list[str] = []
+    for piece in (p.strip() for p in text.split(",")):
+        if not piece:
+            continue
+        if specs and "=" in piece and ":" not in piece:
+            specs[-1] += "," + piece
+        else:
+            specs.append(piece)
+    return specs
 
 
 def _scalar(text: str) -> Any:

@@ -7,20 +7,29 @@
     DIR/train/shard-00000/sym.bin          symbols in the smallest unsigned dtype for the alphabet
     DIR/train/shard-00000/sym.idx.npy
     DIR/train/shard-00000/side.bin, side.idx.npy    only when the compressor returns side info
-    DIR/train/shard-00000/ids.json         document ids, in order
+    DIR/train/shard-00000/ids.bin          document ids, UTF-8, back to back, in order
+    DIR/train/shard-00000/ids.idx.npy      (shards written before ids.bin: ids.json, a JSON list)
     DIR/train/shard-00000/meta.json        counts, dtypes, the run fingerprint and a content hash
     DIR/val/...
 
 Design choices:
-- Flat binary files + numpy offset arrays, opened with np.memmap: `raw(i)` and `symbols(i)` are
-  zero-copy views, and opening a shard directory costs a few small reads (nanoGPT's .bin files).
+- Flat binary files + numpy offset arrays, all memory-mapped (the offsets with np.load's
+  mmap_mode): `raw(i)` and `symbols(i)` are zero-copy views, opening a shard costs a few small
+  reads, and reading one document touches a few pages whatever the shard's size, so private
+  memory does not grow with the number of documents (nanoGPT's .bin files).
+- Document ids are stored the same way (UTF-8 + offsets) and mapped only when `doc_id` is first
+  called for a shard; shards written with ids.json still load, that list read on first use.
 - A shard is written into a hidden temporary directory and renamed into place when complete; a
   directory rename is atomic, so a shard either exists whole or not at all.
 - Each shard records the fingerprint of the run that wrote it (compressor, options) and a hash
   of its documents (ids and bytes): a re-run reuses a shard only when both match.
 - `Shards.open` trusts only what a complete manifest lists and checks every listed shard's
   fingerprint and content hash, so a killed or half-rewritten directory never loads.
-- Shards are opened lazily: a split with many shards holds file handles only for those read.
+- Shards are opened lazily and the least recently used is closed when too many are open:
+  every memory map holds a file descriptor (up to 8 a shard), and random access over thousands
+  of shards would otherwise run into the open-files limit. The cap lets maps use half of that
+  limit (64 shards under the common 1024); reopening a shard costs about 0.3 ms. A view already
+  handed out keeps its map alive.
 """
 
 from __future__ import annotations
@@ -29,7 +38,9 @@ import bisect
 import hashlib
 import json
 import os
+import resource
 import shutil
+from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -44,6 +55,9 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SHARD_META = "meta.json"
 TEMP_PREFIX = ".tmp-"
+IDS = "ids"  # ids.bin + ids.idx.npy
+LEGACY_IDS = "ids.json"
+MAPS_PER_SHARD = 8  # raw, sym, side, ids: values and offsets
 
 
 class ShardsError(UserError, ValueError):
@@ -100,9 +114,9 @@ class ShardWriter:
         self.symbol_dtype = np.dtype(symbol_dtype)
         self.side_dtype: np.dtype | None = None
         self.meta = dict(meta)
-        self.ids: list[str] = []
-        self.offsets = {"raw": [0], "sym": [0], "side": [0]}
-        self.files = {kind: open(self.tmp / f"{kind}.bin", "wb") for kind in ("raw", "sym")}
+        self.documents = 0
+        self.offsets = {"raw": [0], "sym": [0], "side": [0], IDS: [0]}
+        self.files = {kind: open(self.tmp / f"{kind}.bin", "wb") for kind in ("raw", "sym", IDS)}
 
     def add(self, doc_id: str, raw: bytes, symbols: np.ndarray, side: np.ndarray | None) -> None:
         self._check_side(doc_id, side)
@@ -110,13 +124,14 @@ class ShardWriter:
         self._append("sym", np.ascontiguousarray(symbols, dtype=self.symbol_dtype))
         if side is not None:
             self._append("side", np.ascontiguousarray(side, dtype=self.side_dtype))
-        self.ids.append(doc_id)
+        self._append(IDS, np.frombuffer(doc_id.encode("utf-8"), dtype=np.uint8))
+        self.documents += 1
 
     def _check_side(self, doc_id: str, side: np.ndarray | None) -> None:
         has_side = self.side_dtype is not None
-        if self.ids and has_side != (side is not None):
+        if self.documents and has_side != (side is not None):
             raise ShardsError(f"document '{doc_id}': the compressor returned side information for some documents only")
-        if not self.ids and side is not None:
+        if not self.documents and side is not None:
             self.side_dtype = np.asarray(side).dtype
             self.files["side"] = open(self.tmp / "side.bin", "wb")
 
@@ -131,10 +146,9 @@ class ShardWriter:
             os.fsync(fh.fileno())
             fh.close()
             np.save(self.tmp / f"{kind}.idx.npy", np.asarray(self.offsets[kind], dtype=np.int64))
-        (self.tmp / "ids.json").write_text(json.dumps(self.ids))
         meta = {
             **self.meta,
-            "documents": len(self.ids),
+            "documents": self.documents,
             "raw_bytes": self.offsets["raw"][-1],
             "symbols": self.offsets["sym"][-1],
             "symbol_dtype": self.symbol_dtype.name,
@@ -172,21 +186,50 @@ def finished_shard(split_dir: Path, name: str, fingerprint: str) -> dict[str, An
 
 
 class _OpenShard:
-    """One shard's memory maps and offsets."""
+    """One shard's memory maps: data and offsets; document ids on first use."""
 
     def __init__(self, path: Path, meta: dict[str, Any]) -> None:
         self.path = path
-        self.raw_idx = np.load(path / "raw.idx.npy")
-        self.sym_idx = np.load(path / "sym.idx.npy")
-        self.raw = _memmap(path / "raw.bin", np.uint8, int(self.raw_idx[-1]))
-        self.sym = _memmap(path / "sym.bin", np.dtype(meta["symbol_dtype"]), int(self.sym_idx[-1]))
+        self.documents = int(meta["documents"])
+        self.raw_idx, self.raw = _mapped_column(path, "raw", np.dtype(np.uint8), self.documents)
+        self.sym_idx, self.sym = _mapped_column(path, "sym", np.dtype(meta["symbol_dtype"]), self.documents)
         self.side_idx = self.side = None
         if meta.get("side_dtype"):
-            self.side_idx = np.load(path / "side.idx.npy")
-            self.side = _memmap(path / "side.bin", np.dtype(meta["side_dtype"]), int(self.side_idx[-1]))
-        self.ids: list[str] = json.loads((path / "ids.json").read_text())
-        if not (len(self.ids) + 1 == len(self.raw_idx) == len(self.sym_idx)):
-            raise ShardsError(f"{path}: index files disagree on the number of documents")
+            self.side_idx, self.side = _mapped_column(path, "side", np.dtype(meta["side_dtype"]), self.documents)
+        self._ids: tuple[np.ndarray, np.ndarray] | list[str] | None = None
+
+    def doc_id(self, j: int) -> str:
+        if self._ids is None:
+            self._ids = self._open_ids()
+        if isinstance(self._ids, list):
+            return self._ids[j]
+        offsets, data = self._ids
+        return data[offsets[j] : offsets[j + 1]].tobytes().decode("utf-8")
+
+    def _open_ids(self) -> tuple[np.ndarray, np.ndarray] | list[str]:
+        if (self.path / f"{IDS}.idx.npy").exists():
+            return _mapped_column(self.path, IDS, np.dtype(np.uint8), self.documents)
+        try:
+            ids = json.loads((self.path / LEGACY_IDS).read_text())
+        except (OSError, ValueError) as exc:
+            raise ShardsError(f"{self.path}: cannot read the document ids ({IDS}.bin or {LEGACY_IDS}): {exc}") from None
+        if not isinstance(ids, list) or len(ids) != self.documents:
+            raise ShardsError(f"{self.path / LEGACY_IDS}: expected a list of {self.documents} document ids")
+        return ids
+
+
+def _mapped_column(path: Path, kind: str, dtype: np.dtype, documents: int) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, values) of one kind of data in a shard, both memory-mapped and checked against each other."""
+    index_path = path / f"{kind}.idx.npy"
+    try:
+        # str paths: np.memmap resolves a Path component by component, most of the cost of an open.
+        # A plain ndarray view of the map: indexing it skips np.memmap's Python-level hooks.
+        offsets = np.load(str(index_path), mmap_mode="r").view(np.ndarray)  # (documents + 1,) int64
+    except (OSError, ValueError) as exc:
+        raise ShardsError(f"{index_path}: cannot read the offsets: {exc}") from None
+    if offsets.shape != (documents + 1,):
+        raise ShardsError(f"{index_path}: {offsets.shape[0]} offsets, the shard's meta says {documents} documents")
+    return offsets, _memmap(path / f"{kind}.bin", dtype, int(offsets[-1]))
 
 
 def _memmap(path: Path, dtype: np.dtype, count: int) -> np.ndarray:
@@ -195,7 +238,7 @@ def _memmap(path: Path, dtype: np.dtype, count: int) -> np.ndarray:
         raise ShardsError(f"{path}: {size} bytes on disk, the index expects {count * np.dtype(dtype).itemsize}")
     if count == 0:  # np.memmap cannot map an empty file
         return np.empty(0, dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r", shape=(count,))
+    return np.memmap(str(path), dtype=dtype, mode="r", shape=(count,))
 
 
 class Shards:
@@ -214,7 +257,8 @@ class Shards:
         entries = manifest["splits"][split]["shards"]
         self._metas = [_checked_shard_meta(directory / split, entry, manifest["fingerprint"]) for entry in entries]
         self._starts = np.cumsum([0] + [m["documents"] for m in self._metas]).tolist()  # first doc of each shard
-        self._open: dict[int, _OpenShard] = {}
+        self._open: OrderedDict[int, _OpenShard] = OrderedDict()  # least recently used first
+        self.max_open_shards = open_shard_limit()  # more open shards close the least recently used
 
     @classmethod
     def open(cls, directory: str | Path, split: str = "train") -> "Shards":
@@ -226,7 +270,7 @@ class Shards:
 
     def __getstate__(self) -> dict[str, Any]:
         # Pickled into data-loader workers: send paths and indices, not memory maps (which would copy the data).
-        return {k: v for k, v in self.__dict__.items() if k != "_open"} | {"_open": {}}
+        return {k: v for k, v in self.__dict__.items() if k != "_open"} | {"_open": OrderedDict()}
 
     def __len__(self) -> int:
         return self._starts[-1]
@@ -250,7 +294,7 @@ class Shards:
 
     def doc_id(self, i: int) -> str:
         shard, j = self._locate(i)
-        return shard.ids[j]
+        return shard.doc_id(j)
 
     def raw_length(self, i: int) -> int:
         shard, j = self._locate(i)
@@ -271,10 +315,26 @@ class Shards:
             raise IndexError(f"document {i} out of range for {n} documents in split '{self.split}'")
         i = int(i) % n
         k = bisect.bisect_right(self._starts, i) - 1
-        if k not in self._open:
-            name = self.manifest["splits"][self.split]["shards"][k]["name"]
-            self._open[k] = _OpenShard(self.directory / self.split / name, self._metas[k])
-        return self._open[k], i - self._starts[k]
+        shard = self._open.get(k)
+        if shard is None:
+            shard = self._open[k] = self._open_shard(k)
+            if len(self._open) > self.max_open_shards:
+                self._open.popitem(last=False)
+        else:
+            self._open.move_to_end(k)
+        return shard, i - self._starts[k]
+
+    def _open_shard(self, k: int) -> _OpenShard:
+        name = self.manifest["splits"][self.split]["shards"][k]["name"]
+        return _OpenShard(self.directory / self.split / name, self._metas[k])
+
+
+def open_shard_limit() -> int:
+    """How many shards may stay open so that their maps take at most half of the open-files limit."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 16
+    return max(16, soft // (2 * MAPS_PER_SHARD))
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:
@@ -305,4 +365,4 @@ def _checked_shard_meta(split_dir: Path, entry: dict[str, Any], fingerprint: str
             f"{split_dir / entry['name']}: does not match the manifest (rewritten by another prepare?); "
             "run `proxylm prepare` again"
         )
-    return meta
+    return {k: meta.get(k) for k in ("documents", "symbol_dtype", "side_dtype")}  # all a reader needs

@@ -119,23 +119,6 @@ class StabilityReport:
         return "\n".join(lines)
 
 
-def split_specs(text: str) -> list[str]:
-    """'bpe:vocab=512,min_frequency=2,gzip' -> ['bpe:vocab=512,min_frequency=2', 'gzip'].
-
-    Specs use commas between their own parameters, so a piece that is `key=value` without a
-    name (no ':') continues the spec before it.
-    """
-    specs: list[str] = []
-    for piece in (p.strip() for p in text.split(",")):
-        if not piece:
-            continue
-        if specs and "=" in piece and ":" not in piece:
-            specs[-1] += "," + piece
-        else:
-            specs.append(piece)
-    return specs
-
-
 def delete_characters(text: str, fraction: float, rng: np.random.Generator) -> str:
     """`text` with round(fraction * len) characters removed at uniformly random positions."""
     codepoints = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)  # (N,)
