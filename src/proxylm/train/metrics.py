@@ -93,19 +93,26 @@ def plot_metrics(records: list[dict[str, Any]], path: str | Path) -> Path:
     return Path(path)
 
 
-def matmul_peak_flops(device: torch.device, dtype: torch.dtype = torch.bfloat16, size: int = 1024, seconds: float = 0.5) -> float:
-    """Best bf16 matmul FLOP/s this process reaches on `device` (a measured peak for MFU)."""
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
+def matmul_peak_flops(device: torch.device, dtype: torch.dtype = torch.bfloat16, sizes: tuple[int, ...] = (512, 1024, 2048),
+                      seconds: float = 0.6) -> float:
+    """Best bf16 matmul FLOP/s this process reaches on `device` over square matmuls of `sizes`
+    (a measured peak for MFU; the best of several sizes, since caches shared with other
+    processes can slow one size more than another)."""
     best = 0.0
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline or best == 0.0:
-        _synchronize(device)
-        start = time.perf_counter()
-        for _ in range(4):
-            a @ b
-        _synchronize(device)
-        best = max(best, 4 * 2 * size**3 / (time.perf_counter() - start))
+    for size in sizes:
+        a = torch.randn(size, size, device=device, dtype=dtype)
+        b = torch.randn(size, size, device=device, dtype=dtype)
+        a @ b  # warm-up
+        deadline = time.perf_counter() + seconds / len(sizes)
+        while True:
+            _synchronize(device)
+            start = time.perf_counter()
+            for _ in range(2):
+                a @ b
+            _synchronize(device)
+            best = max(best, 2 * 2 * size**3 / (time.perf_counter() - start))
+            if time.perf_counter() >= deadline:
+                break
     return best
 
 
