@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 def demo(overrides: list[str]) -> int:
     from proxylm.train.config import load_train_config
 
-    cfg = load_train_config(DEMO_CONFIG, [f"run.max_steps={DEMO_STEPS}", "run.out=runs/demo", *overrides])
+    cfg = load_train_config(DEMO_CONFIG, [f"run.max_steps={DEMO_STEPS}", "run.out=runs/demo", "run.compile=false", *overrides])
     manifest = prepare_corpus(cfg)
     probe_stability(cfg)
     result = train_model(cfg)
