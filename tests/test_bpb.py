@@ -195,7 +195,7 @@ def test_a_token_checkpoint_is_evaluated_on_its_symbols_from_its_run_directory(t
     gzip = compress.build("gzip")
     model = uniform_model(vocab.vocab_size(gzip.alphabet_size))
     step = write_training_checkpoint(tmp_path, model, [{"mode": "vanilla", "rate_start": 1.0}])
-    for path in (tmp_path, tmp_path / "checkpoints", step, step / "model.json"):
+    for path in (tmp_path, tmp_path / "checkpoints", tmp_path / "checkpoints" / "latest", step, step / "model.json"):
         ckpt = EvalCheckpoint.load(path)
         assert ckpt.path == step
         assert ckpt.view is View.TOKENS

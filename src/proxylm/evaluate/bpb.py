@@ -316,14 +316,17 @@ def view_for_schedule(schedule: dict[str, Any] | None) -> View:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A model directory from --ckpt: a checkpoint (or its model.json), a checkpoints directory or a run directory."""
-    from proxylm.train.checkpoint import latest_checkpoint
+    """A model directory from --ckpt: a checkpoint (or its model.json), the `latest` pointer, a
+    checkpoints directory or a run directory."""
+    from proxylm.train.checkpoint import LATEST, latest_checkpoint
 
     path = Path(path)
     if not path.exists():
         raise UserError(f"checkpoint not found: {path}")
     if path.is_file() and path.name == "model.json":
         return path.parent
+    if path.is_file() and path.name == LATEST:
+        return latest_checkpoint(path.parent) or path
     if path.is_dir() and not (path / "model.json").is_file():
         for candidates in (path, path / "checkpoints"):
             found = latest_checkpoint(candidates) if candidates.is_dir() else None
