@@ -1,0 +1,510 @@
+"""The study's report: tables (Markdown and JSON), findings and PNG plots, rebuilt from whatever
+trial results exist.
+
+    summary = write_report(cfg)   # <out>/results.json, <out>/RESULTS.md, <out>/figures/*.png
+
+Design choices:
+- Only measured numbers: every figure comes from a trial's result.json or stability.json; a
+  missing trial is a missing row, and the report says how many seeds each row holds.
+- Seeds are summarised as mean, sample standard deviation and range. A difference between two
+  arms is called resolved when it exceeds twice its standard error (sqrt(s_a^2/n_a + s_b^2/n_b));
+  with one seed per arm no spread is measured and the report says so instead of a verdict.
+- Findings compare this study with the paper's claims (DESIGN.md sections 1, 3, 4): proxy vs
+  bytes and its trend with size, transfer (raw-only minus proxy-bpe), gzip, pairing, ids vs
+  ids-as-bytes, the stability order. Each says what was measured and whether the claim holds.
+- Plots: raw BPB against training FLOPs for every arm and size on one chart (each trial's curve
+  checkpoints, seeds averaged), final BPB against model size, stability bars, translation bars.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import platform
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from proxylm.io import atomic_path, atomic_write_json, atomic_write_text
+from proxylm.study.arms import ARMS
+from proxylm.study.config import Arm, Proxy, StudyConfig
+from proxylm.study.run import STABILITY_FILE
+from proxylm.study.trials import RESULT_FILE, read_json
+
+
+@dataclass
+class Row:
+    """One (size, arm) over its seeds."""
+
+    size: str
+    arm: Arm
+    results: list[dict[str, Any]]
+
+    @property
+    def n(self) -> int:
+        return len(self.results)
+
+    def values(self, *path: str) -> list[float]:
+        out = []
+        for r in self.results:
+            value: Any = r
+            for key in path:
+                value = None if value is None else value.get(key)
+            if value is not None:
+                out.append(float(value))
+        return out
+
+    def mean(self, *path: str) -> float | None:
+        values = self.values(*path)
+        return statistics.fmean(values) if values else None
+
+    def std(self, *path: str) -> float | None:
+        values = self.values(*path)
+        return statistics.stdev(values) if len(values) > 1 else None
+
+    @property
+    def bpb(self) -> float:
+        return self.mean("bpb")
+
+    @property
+    def params(self) -> float | None:
+        return self.mean("params")
+
+    def summary(self) -> dict[str, Any]:
+        bpbs = self.values("bpb")
+        return {
+            "size": self.size, "arm": self.arm.value, "seeds": sorted(r["seed"] for r in self.results),
+            "bpb_mean": self.bpb, "bpb_std": self.std("bpb"), "bpb_min": min(bpbs), "bpb_max": max(bpbs),
+            "steps": self.mean("train", "steps"), "flops": self.mean("train", "flops"),
+            "symbols": self.mean("train", "symbols"), "raw_bytes": self.mean("train", "raw_bytes"),
+            "train_time_s": self.mean("train", "train_time_s"), "params": self.params,
+            "translation_byte_accuracy": self.mean("translation", "byte_accuracy"),
+            "translation_exact_match": self.mean("translation", "exact_match"),
+        }
+
+
+def load_results(out: str | Path) -> list[dict[str, Any]]:
+    return [r for path in sorted(Path(out).glob(f"trials/*/*/*/{RESULT_FILE}")) if (r := read_json(path)) is not None]
+
+
+def group_rows(cfg: StudyConfig, results: list[dict[str, Any]]) -> list[Row]:
+    """Rows in the config's size order and the registry's arm order."""
+    by_key: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in results:
+        by_key.setdefault((r["size"], r["arm"]), []).append(r)
+    sizes = [s.label for s in cfg.sizes] + sorted({r["size"] for r in results} - {s.label for s in cfg.sizes})
+    return [Row(size, arm, by_key[(size, arm.value)]) for size in sizes for arm in ARMS if (size, arm.value) in by_key]
+
+
+def write_report(cfg: StudyConfig) -> dict[str, Any]:
+    """Write results.json, RESULTS.md and the figures under cfg.out (and cfg.report_md); returns the summary."""
+    out = Path(cfg.out)
+    rows = group_rows(cfg, load_results(out))
+    stability = read_json(out / STABILITY_FILE)
+    findings = compute_findings(rows, stability)
+    targets = [(out / "RESULTS.md", out / "figures")]
+    if cfg.report_md:
+        md = Path(cfg.report_md)
+        targets.append((md, md.parent / "results"))
+    for md_path, fig_dir in targets:
+        figures = write_figures(rows, stability, fig_dir)
+        atomic_write_text(md_path, markdown(cfg, rows, stability, findings, figures, md_path.parent))
+    summary = {
+        "rows": [row.summary() for row in rows],
+        "findings": findings,
+        "stability": stability,
+        "trials": [r for row in rows for r in row.results],
+    }
+    atomic_write_json(out / "results.json", summary)
+    return summary
+
+
+# ---- findings ------------------------------------------------------------------------------------
+
+
+def difference(a: Row, b: Row) -> tuple[float, float | None]:
+    """mean(a) - mean(b) and its standard error (None unless both have two or more seeds)."""
+    diff = a.bpb - b.bpb
+    sa, sb = a.std("bpb"), b.std("bpb")
+    if sa is None or sb is None:
+        return diff, None
+    return diff, math.sqrt(sa**2 / a.n + sb**2 / b.n)
+
+
+def verdict(diff: float, se: float | None, expected_sign: int) -> str:
+    """'holds', 'does not hold' or why not decided, for a claim that diff has `expected_sign`."""
+    agrees = diff * expected_sign > 0
+    if se is None:
+        return "agrees, one seed" if agrees else "disagrees, one seed"
+    if abs(diff) <= 2 * se:
+        return "not resolved (within 2 standard errors)"
+    return "holds" if agrees else "does not hold"
+
+
+def measured_only(diff: float, se: float | None) -> str:
+    """For a comparison the paper gives no figure for: which arm is better, and whether that is resolved."""
+    better = "first better" if diff < 0 else "second better"
+    if se is None:
+        return f"{better}, one seed"
+    return f"{better}, resolved" if abs(diff) > 2 * se else "not resolved (within 2 standard errors)"
+
+
+def compare_text(a: Row, b: Row) -> str:
+    diff, se = difference(a, b)
+    spread = f" ± {se:.4f}" if se is not None else ""
+    return f"{a.arm.value} {a.bpb:.4f} vs {b.arm.value} {b.bpb:.4f}: {diff:+.4f}{spread} BPB"
+
+
+def compute_findings(rows: list[Row], stability: dict[str, Any] | None) -> list[dict[str, str]]:
+    table = {(row.size, row.arm): row for row in rows}
+    sizes = list(dict.fromkeys(row.size for row in rows))
+    found: list[dict[str, str]] = []
+
+    def claim(a: Arm, b: Arm, paper: str, expected_sign: int | None) -> None:
+        """Paper says BPB(a) - BPB(b) has `expected_sign` (negative: a is better); None: no published figure."""
+        for size in sizes:
+            if (size, a) in table and (size, b) in table:
+                x, y = table[(size, a)], table[(size, b)]
+                diff, se = difference(x, y)
+                judged = verdict(diff, se, expected_sign) if expected_sign else measured_only(diff, se)
+                found.append({"paper": paper, "size": size, "measured": compare_text(x, y), "verdict": judged})
+
+    claim(Arm.PROXY_BPE, Arm.BYTES, "small models: proxies below bytes at 0.5B (they beat bytes from 1.5B up)", +1)
+    claim(Arm.TOKEN_BPE, Arm.BYTES, "the tokenizer model beats the byte model at a fixed symbol budget", -1)
+    claim(Arm.RAW_ONLY, Arm.PROXY_BPE, "compressed views transfer to raw bytes: raw-only is worse than proxy-bpe", +1)
+    claim(Arm.PROXY_GZIP, Arm.BYTES, "gzip never transfers: below the byte baseline at every rate", +1)
+    claim(Arm.PROXY_BPE_BYTES, Arm.PROXY_BPE, "BPE ids beat BPE ids written as bytes", +1)
+    claim(Arm.NO_PAIRING, Arm.PROXY_BPE, "warm-up-only pairing beats no pairing (1.5B: 20.7 vs 17.0 pass@1)", +1)
+    claim(Arm.PAIRING_ALWAYS, Arm.PROXY_BPE, "warm-up-only pairing beats always-on pairing (20.7 vs 17.0)", +1)
+    claim(Arm.PROXY_BPE_BYTES_GRAY, Arm.PROXY_BPE_BYTES, "Gray-code order vs id order of the id bytes: no published figure", None)
+    claim(Arm.PROXY_NEURAL, Arm.PROXY_BPE, "neural vs tokenizer proxy: no consistent order across sizes", None)
+    claim(Arm.PROXY_BPE_P05, Arm.PROXY_BPE, "compressed rate 0.5 vs 0.9: no published rate sweep", None)
+    claim(Arm.PROXY_BPE_COOLDOWN, Arm.PROXY_BPE, "raw cool-down (p to 0 over the last 30%): the decay phase is unused in the paper", None)
+    found.extend(scale_trend(table, sizes))
+    if stability and len({r["proxy"] for r in stability.get("rows", [])} & {"bpe", "neural", "gzip"}) > 1:
+        found.append(stability_finding(stability))
+    return found
+
+
+def scale_trend(table: dict[tuple[str, Arm], Row], sizes: list[str]) -> list[dict[str, str]]:
+    """Does the proxy-bpe minus bytes gap shrink as the model grows?"""
+    points = [(table[(s, Arm.PROXY_BPE)].params or 0.0, s, table[(s, Arm.PROXY_BPE)].bpb - table[(s, Arm.BYTES)].bpb)
+              for s in sizes if (s, Arm.PROXY_BPE) in table and (s, Arm.BYTES) in table]
+    if len(points) < 2:
+        return []
+    points.sort()
+    gaps = ", ".join(f"{s} {g:+.4f}" for _, s, g in points)
+    narrowing = all(later < earlier for (_, _, earlier), (_, _, later) in zip(points, points[1:]))
+    return [{"paper": "the proxy's advantage over bytes grows with model size", "size": "all",
+             "measured": f"proxy-bpe minus bytes by size (small to large): {gaps}",
+             "verdict": "agrees (gap narrows or flips with size)" if narrowing else "disagrees (gap does not shrink with size)"}]
+
+
+def stability_finding(stability: dict[str, Any]) -> dict[str, str]:
+    distance = {row["proxy"]: row["distance"] for row in stability["rows"]}
+    order = [p for p in ("bpe", "neural", "gzip") if p in distance]
+    measured = ", ".join(f"{p} {distance[p]:.3f}" for p in sorted(distance, key=distance.get))
+    agrees = all(distance[a] < distance[b] for a, b in zip(order, order[1:]))
+    return {"paper": "stability: tokenizer most stable, neural next, gzip least", "size": "-",
+            "measured": f"normalised Levenshtein (lower = more stable): {measured}",
+            "verdict": ("agrees" if agrees else "disagrees") + f" (order of {', '.join(order)})"}
+
+
+# ---- Markdown ------------------------------------------------------------------------------------
+
+
+def fmt(value: float | None, spec: str = ".4f") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def markdown(cfg: StudyConfig, rows: list[Row], stability: dict[str, Any] | None, findings: list[dict[str, str]],
+             figures: dict[str, Path], base: Path) -> str:
+    lines = ["# Compute-matched study", ""]
+    if cfg.command:
+        lines += ["Command:", "", f"    {cfg.command}", ""]
+    lines += status_lines(cfg, rows)
+    lines += scope_lines(rows)
+    lines += setup_lines(cfg, rows)
+    lines += bpb_lines(rows)
+    if findings:
+        lines += ["## Findings against the paper", "",
+                  "The paper's claims are about pass@1 on HumanEval+ / MBPP+ of 0.5B-14B models trained on 100B symbols; "
+                  "here the measure is held-out raw BPB at the sizes and budgets above, so a verdict says whether the same "
+                  "ordering shows at this scale. A difference is resolved when it exceeds two standard errors over seeds; "
+                  "with one seed per arm no spread is measured.", "",
+                  "| paper | size | measured here | verdict |", "|---|---|---|---|"]
+        lines += [f"| {f['paper']} | {f['size']} | {f['measured']} | {f['verdict']} |" for f in findings]
+        lines.append("")
+    lines += translation_lines(rows)
+    lines += stability_lines(stability)
+    if figures:
+        lines += ["## Figures", ""]
+        for name, path in figures.items():
+            lines += [f"![{name}]({relative(path, base)})", ""]
+    return "\n".join(lines)
+
+
+def relative(path: Path, base: Path) -> str:
+    try:
+        return path.resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return path.resolve().as_posix()
+
+
+def status_lines(cfg: StudyConfig, rows: list[Row]) -> list[str]:
+    """How much of the configured study the results cover, and what it cost."""
+    from proxylm.study.trials import trials
+
+    done = {r["trial"] for row in rows for r in row.results}
+    planned = [t.key for t in trials(dataclasses.replace(cfg, only_sizes=None))]
+    missing = [key for key in planned if key not in done]
+    train_s = sum(r["train"].get("wall_s") or r["train"]["train_time_s"] for row in rows for r in row.results)
+    eval_s = sum(r.get("eval_wall_s") or 0.0 for row in rows for r in row.results)
+    status = "complete" if not missing else f"partial: {len(planned) - len(missing)} of {len(planned)} configured trials evaluated"
+    lines = [f"Status: {status}. Wall time of the evaluated trials: {train_s / 3600:.2f} h training, {eval_s / 3600:.2f} h evaluation.", ""]
+    if missing:
+        lines += [f"Not run yet: {', '.join(missing)}.", ""]
+    return lines
+
+
+def scope_lines(rows: list[Row]) -> list[str]:
+    """How far this study is from the paper's scale, in parameters and training symbols."""
+    if not rows:
+        return []
+    params = [row.params for row in rows if row.params]
+    symbols = [row.mean("train", "symbols") for row in rows if row.arm is not Arm.RAW_ONLY]
+    if not params or not symbols:
+        return []
+    return [f"Scope: models of {min(params):,.0f} to {max(params):,.0f} non-embedding parameters, each arm trained on "
+            f"{min(symbols):,.0f} to {max(symbols):,.0f} positions; the paper's models have 0.5B-14B parameters and "
+            f"train on 100B symbols, {math.log10(5e8 / max(params)):.1f}+ orders of magnitude larger in parameters and "
+            f"{math.log10(1e11 / max(symbols)):.1f}+ in data.", ""]
+
+
+def setup_lines(cfg: StudyConfig, rows: list[Row]) -> list[str]:
+    t = cfg.train
+    held_out = next((row.results[0]["eval"] for row in rows if row.results), None)
+    lines = ["## Setup", "",
+             f"- Corpus: `{cfg.data.corpus}`" + (f", training on its first {cfg.data.limit} documents" if cfg.data.limit else "")
+             + f"; held out: the whole corpus's val split ({cfg.data.val_fraction:.0%} of documents by id hash), never trained on.",
+             f"- Evaluation: {cfg.eval.docs} held-out documents, each cut to {cfg.eval.max_doc_bytes} bytes"
+             + (f" ({held_out['documents']} documents, {held_out['raw_bytes']:,} bytes scored)" if held_out else "")
+             + f"; window {cfg.eval.context or t.pack.seq_len}; the same bytes for every arm.",
+             f"- Shared training settings: seq_len {t.pack.seq_len}, batch {t.pack.batch_size} x grad_accum {t.run.grad_accum}, "
+             f"lr {t.optim.lr:g}, warm-up {t.optim.warmup_steps} steps, cosine to {t.optim.min_lr_ratio:g}x, "
+             f"weight decay {t.optim.weight_decay:g}, {t.run.dtype.value}, heads {t.model.n_main_heads or 1} main + {t.model.n_raw_heads or 0} raw.",
+             f"- Compressors: {compressor_text(cfg, rows)}.",
+             f"- Machine: {machine()}.", "",
+             "| size | preset | non-embedding params (all heads; byte model to largest vocabulary) | budget per arm | seeds | arms |", "|---|---|---|---|---|---|"]
+    for size in cfg.sizes:
+        counts = [row.params for row in rows if row.size == size.label and row.params]
+        params = f"{min(counts):,.0f}–{max(counts):,.0f}" if counts else "–"
+        budget = f"{size.flops:.3g} FLOPs" if size.flops else f"{size.symbols:,} symbols"
+        arms = ", ".join(a.value for a in (size.arms or cfg.arms))
+        lines.append(f"| {size.label} | {size.preset} | {params} | {budget} | {size.seeds or cfg.seeds} | {arms} |")
+    return lines + [""]
+
+
+def compressor_text(cfg: StudyConfig, rows: list[Row]) -> str:
+    used = list(dict.fromkeys(ARMS[row.arm].proxy for row in rows)) or [Proxy.BPE]
+    parts = []
+    for proxy in used:
+        text = f"{proxy.value} `{cfg.compressors.spec(proxy)}`"
+        if proxy is Proxy.NEURAL:
+            lm = cfg.neural_lm
+            text += f" (byte LM: {lm.model or f'{lm.preset} preset, {lm.steps} steps of {lm.batch_size} x {lm.seq_len} bytes'})"
+        parts.append(text)
+    return ", ".join(parts)
+
+
+def machine() -> str:
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}"
+
+
+def bpb_lines(rows: list[Row]) -> list[str]:
+    lines = ["## Raw bits per byte on the held-out documents", "",
+             "BPB mean ± sample std over seeds [min, max]; Δ bytes is the difference to the byte baseline of the same size "
+             "(negative: better). Train FLOPs are the trainer's count (6N + attention per position).", ""]
+    for size in dict.fromkeys(row.size for row in rows):
+        size_rows = [row for row in rows if row.size == size]
+        bytes_row = next((row for row in size_rows if row.arm is Arm.BYTES), None)
+        lines += [f"### {size}", "",
+                  "| arm | what | seeds | steps | train FLOPs | positions | raw bytes in raw views | BPB | Δ bytes | train s/seed |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for row in size_rows:
+            s = row.summary()
+            std = f" ± {s['bpb_std']:.4f}" if s["bpb_std"] is not None else ""
+            delta = fmt(row.bpb - bytes_row.bpb, "+.4f") if bytes_row and row is not bytes_row else "–"
+            lines.append(
+                f"| {row.arm.value} | {ARMS[row.arm].about} | {row.n} | {s['steps']:.0f} | {s['flops']:.3g} | {s['symbols']:,.0f} | "
+                f"{s['raw_bytes']:,.0f} | {s['bpb_mean']:.4f}{std} [{s['bpb_min']:.4f}, {s['bpb_max']:.4f}] | {delta} | {s['train_time_s']:.0f} |"
+            )
+        lines.append("")
+    return lines
+
+
+def translation_lines(rows: list[Row]) -> list[str]:
+    probed = [row for row in rows if row.values("translation", "byte_accuracy")]
+    if not probed:
+        return []
+    lines = ["## Translation probe", "",
+             "Compressed view in context, greedy raw bytes out (and the reverse); teacher-forced BPB of the raw bytes given the "
+             "compressed view beside the plain raw-view BPB of the same cropped documents. Means over seeds.", "",
+             "| size | arm | exact match | byte accuracy | BPB given compressed | raw BPB | reverse accuracy |", "|---|---|---|---|---|---|---|"]
+    for row in probed:
+        lines.append(
+            f"| {row.size} | {row.arm.value} | {fmt(row.mean('translation', 'exact_match'), '.3f')} | "
+            f"{fmt(row.mean('translation', 'byte_accuracy'), '.3f')} | {fmt(row.mean('translation', 'bpb_given_compressed'))} | "
+            f"{fmt(row.mean('translation', 'raw_bpb'))} | {fmt(row.mean('translation', 'raw_to_compressed', 'accuracy'), '.3f')} |"
+        )
+    return lines + [""]
+
+
+def stability_lines(stability: dict[str, Any] | None) -> list[str]:
+    if not stability or not stability.get("rows"):
+        return []
+    lines = ["## Stability of the proxies", "",
+             f"{stability['metric']}, {stability['docs']} held-out documents (lower = more stable).", "",
+             "| proxy | spec | distance | ± std | ratio (bytes/symbol) |", "|---|---|---|---|---|"]
+    for row in sorted(stability["rows"], key=lambda r: r["distance"]):
+        lines.append(f"| {row['proxy']} | `{row['compressor']}` | {row['distance']:.4f} | {row['std']:.4f} | {row['ratio']:.2f} |")
+    return lines + [""]
+
+
+# ---- figures -------------------------------------------------------------------------------------
+
+
+def write_figures(rows: list[Row], stability: dict[str, Any] | None, directory: Path) -> dict[str, Path]:
+    """Every figure there is data for; returns name -> path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    plots = {
+        "bpb_vs_flops.png": plot_curves if rows else None,
+        "bpb_vs_size.png": plot_scale if len({r.size for r in rows}) > 1 else None,
+        "stability.png": plot_stability if stability and stability.get("rows") else None,
+        "translation.png": plot_translation if any(r.values("translation", "byte_accuracy") for r in rows) else None,
+    }
+    written = {}
+    for name, plot in plots.items():
+        if plot is None:
+            continue
+        fig = plot(rows, stability)
+        with atomic_path(directory / name) as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+        written[name] = directory / name
+    return written
+
+
+def arm_colors() -> dict[Arm, Any]:
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab20"]
+    distinct = [*range(0, 20, 2), *range(1, 20, 2)]  # the ten dark hues first, then their light pairs
+    return {arm: cmap(distinct[i % 20]) for i, arm in enumerate(ARMS)}
+
+
+def mean_curve(row: Row) -> tuple[list[float], list[float]]:
+    """Seed-averaged (flops, bpb) of the i-th curve point, for the points every seed has (raw-only
+    runs of different seeds take different steps, so points are matched by rank, not step)."""
+    curves = [r.get("curve", []) for r in row.results]
+    points = min(len(c) for c in curves)
+    flops = [statistics.fmean(c[i]["flops"] for c in curves) for i in range(points)]
+    bpb = [statistics.fmean(c[i]["bpb"] for c in curves) for i in range(points)]
+    return flops, bpb
+
+
+def plot_curves(rows: list[Row], stability: dict[str, Any] | None):
+    import matplotlib.pyplot as plt
+
+    colors = arm_colors()
+    styles = ["-", "--", ":", "-."]
+    sizes = list(dict.fromkeys(row.size for row in rows))
+    fig, ax = plt.subplots(figsize=(10, 6))
+    for row in rows:
+        flops, bpb = mean_curve(row)
+        style = styles[sizes.index(row.size) % len(styles)]
+        ax.plot(flops, bpb, style, marker="o", markersize=3, color=colors[row.arm], label=f"{row.arm.value} ({row.size})")
+        if row.n > 1 and flops:
+            finals = row.values("bpb")
+            ax.errorbar([flops[-1]], [statistics.fmean(finals)], yerr=[[statistics.fmean(finals) - min(finals)], [max(finals) - statistics.fmean(finals)]],
+                        color=colors[row.arm], capsize=3)
+    ax.set_xscale("log")
+    ax.set_xlabel("training FLOPs")
+    ax.set_ylabel("held-out raw BPB")
+    ax.set_title("Raw bits per byte against training compute (seed mean; bars: seed range)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1.0), loc="upper left")
+    return fig
+
+
+def plot_scale(rows: list[Row], stability: dict[str, Any] | None):
+    import matplotlib.pyplot as plt
+
+    colors = arm_colors()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for arm in ARMS:
+        points = sorted((row.params, row.bpb, row.values("bpb")) for row in rows if row.arm is arm and row.params)
+        if len(points) < 2:
+            continue
+        xs = [p[0] for p in points]
+        ax.plot(xs, [p[1] for p in points], marker="o", color=colors[arm], label=arm.value)
+        for x, _, values in points:
+            ax.vlines(x, min(values), max(values), color=colors[arm], alpha=0.6)
+    ax.set_xscale("log")
+    ax.set_xlabel("non-embedding parameters")
+    ax.set_ylabel("held-out raw BPB (final)")
+    ax.set_title("Final BPB by model size, each at its size's budget")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_stability(rows: list[Row], stability: dict[str, Any] | None):
+    import matplotlib.pyplot as plt
+
+    data = sorted(stability["rows"], key=lambda r: r["distance"])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.bar([r["proxy"] for r in data], [r["distance"] for r in data], yerr=[r["std"] for r in data], capsize=4, color="tab:blue")
+    ax.set_ylabel("normalised Levenshtein distance")
+    ax.set_title(f"Proxy stability under {stability['deletion']:.0%} character deletions (lower = more stable)")
+    ax.grid(True, axis="y", alpha=0.3)
+    return fig
+
+
+def plot_translation(rows: list[Row], stability: dict[str, Any] | None):
+    import matplotlib.pyplot as plt
+
+    probed = [row for row in rows if row.values("translation", "byte_accuracy")]
+    labels = [f"{row.arm.value}\n({row.size})" for row in probed]
+    xs = range(len(probed))
+    fig, (acc, bits) = plt.subplots(1, 2, figsize=(max(8, 1.1 * len(probed) * 2), 4.5))
+    width = 0.4
+    acc.bar([x - width / 2 for x in xs], [row.mean("translation", "byte_accuracy") for row in probed], width, label="compressed -> raw")
+    acc.bar([x + width / 2 for x in xs], [row.mean("translation", "raw_to_compressed", "accuracy") or 0.0 for row in probed], width, label="raw -> compressed")
+    acc.set_ylabel("greedy accuracy (positions)")
+    acc.set_title("Translation probe: accuracy")
+    bits.bar([x - width / 2 for x in xs], [row.mean("translation", "bpb_given_compressed") for row in probed], width, label="raw BPB given compressed")
+    bits.bar([x + width / 2 for x in xs], [row.mean("translation", "raw_bpb") for row in probed], width, label="plain raw BPB")
+    bits.set_ylabel("bits per raw byte")
+    bits.set_title("Translation probe: teacher-forced BPB")
+    for ax in (acc, bits):
+        ax.set_xticks(list(xs), labels, rotation=60, ha="right", fontsize=7)
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,386 @@
+"""Running the study's parts: prepare, train, evaluate, stability, report.
+
+    run_study(load_study_config("configs/study-cpu.yaml"))
+
+Design choices:
+- Parts run in a fixed order and each does only what is missing: prepare is idempotent (proxylm
+  prepare), a trained trial is not retrained, an evaluated one is not re-scored, an interrupted
+  training resumes from its newest checkpoint (ckpt.resume), and the report is rebuilt from
+  whatever results exist. In one process a trial is evaluated right after it is trained, so a
+  partial study has complete rows.
+- Evaluation: raw-view BPB (a token model's nats over the raw bytes) on the same held-out
+  documents for every arm: a hash sample of the whole corpus's val split, documents that no
+  preparation trains on whatever `data.limit` is. Scored at every curve checkpoint (cached per
+  evaluation settings, so changed settings re-score without retraining); the translation probe
+  on the final checkpoint of arms that read compressed views in context; the stability probe on
+  the exact compressors the arms trained with.
+- torchrun: every rank trains each trial in one process group kept for the whole train part
+  (the trainer's setup and loop; ranks meet at a barrier between trials), and rank 0 writes. Preparing and evaluating are one-process parts (the other ranks would wait on
+  rank 0 past the process group's timeouts), run before and after with a plain `proxylm study`.
+- The neural proxy codes with `neural_lm.model`, or a byte LM the prepare part trains on the bpe
+  shards' bytes; like the paper's compressor LM it is not counted in the arms' budgets.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from proxylm.config import from_dict, to_dict
+from proxylm.data.schedule import bytes_baseline
+from proxylm.errors import UserError
+from proxylm.io import atomic_write_json
+from proxylm.study.arms import ARMS, ArmContext
+from proxylm.study.config import Part, Proxy, StudyConfig
+from proxylm.study.trials import (
+    RESULT_FILE,
+    TRAINED_FILE,
+    TRIAL_FILE,
+    Trial,
+    TrialState,
+    checked_config,
+    fingerprint,
+    read_json,
+    trials,
+)
+from proxylm.train.config import ModelSection
+
+STUDY_VERSION = 1
+STABILITY_FILE = "stability.json"
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", 0)) == 0
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", 1))
+
+
+def say(message: str) -> None:
+    if is_main_process():
+        print(message, file=sys.stderr, flush=True)
+
+
+def data_dir(cfg: StudyConfig) -> Path:
+    return Path(cfg.data.dir) if cfg.data.dir else Path(cfg.out) / "data"
+
+
+def arm_context(cfg: StudyConfig) -> ArmContext:
+    return ArmContext(shards={p: data_dir(cfg) / p.value for p in Proxy}, specs=cfg.compressors, world_size=world_size(),
+                      cache_dir=Path(cfg.out) / "cache")
+
+
+def needed_proxies(cfg: StudyConfig) -> list[Proxy]:
+    """The proxies the chosen trials train on; BPE always (the bytes and token arms read its shards)."""
+    used = {ARMS[t.arm].proxy for t in trials(cfg)} | {Proxy.BPE}
+    return [p for p in Proxy if p in used]
+
+
+def run_study(cfg: StudyConfig) -> dict[str, Any] | None:
+    """Run the configured parts in order; returns the report's summary when the report part ran."""
+    ctx = arm_context(cfg)
+    if Part.PREPARE in cfg.parts:
+        prepare_data(cfg, ctx)
+    if Part.TRAIN in cfg.parts or Part.EVALUATE in cfg.parts:
+        run_trials(cfg, ctx)
+    if not is_main_process():
+        return None
+    if Part.STABILITY in cfg.parts:
+        run_stability(cfg, ctx)
+    if Part.REPORT in cfg.parts:
+        from proxylm.study.report import write_report
+
+        return write_report(cfg)
+    return None
+
+
+# ---- prepare -------------------------------------------------------------------------------------
+
+
+def prepare_data(cfg: StudyConfig, ctx: ArmContext) -> None:
+    from proxylm.data.prepare import prepare
+
+    if ctx.world_size > 1:
+        missing = [str(ctx.shards[p]) for p in needed_proxies(cfg) if not (ctx.shards[p] / "manifest.json").is_file()]
+        if missing:
+            raise UserError(f"{missing[0]} is not prepared; run `proxylm study CONFIG --parts prepare` without torchrun first")
+        return
+    corpus, limit = (chunked_corpus(cfg), None) if cfg.data.chunk_bytes else (cfg.data.corpus, cfg.data.limit)
+    for proxy in needed_proxies(cfg):  # BPE first: the neural proxy's byte LM trains on its shards
+        spec = ctx.specs.spec(proxy)
+        if proxy is Proxy.NEURAL:
+            spec += f",model={compressor_lm(cfg, ctx).resolve()}"
+        say(f"study: preparing {proxy.value} ({spec}) in {ctx.shards[proxy]}")
+        prepare(
+            corpus, spec, ctx.shards[proxy], workers=cfg.data.workers, limit=limit,
+            val_fraction=cfg.data.val_fraction, fit_bytes=cfg.data.fit_bytes, progress=True,
+        )
+
+
+def chunk_document(data: bytes, chunk_bytes: int) -> list[bytes]:
+    """Pieces of at most chunk_bytes, each cut after its last newline in reach, else at a character boundary."""
+    pieces, start = [], 0
+    while start < len(data):
+        end = min(start + chunk_bytes, len(data))
+        if end < len(data):
+            newline = data.rfind(b"\n", start, end)
+            whole_characters = data[start:end].decode("utf-8", "ignore").encode("utf-8")  # drops a cut character
+            end = newline + 1 if newline >= start else start + max(1, len(whole_characters))
+        pieces.append(data[start:end])
+        start = end
+    return pieces
+
+
+def chunked_corpus(cfg: StudyConfig) -> str:
+    """A JSONL of the training documents' chunks (`data.limit` first documents, val documents left
+    out, so no chunk of an evaluation document is trained on), written once into the data directory."""
+    import json
+
+    from proxylm.data.corpus import Split, open_corpus, split_of
+    from proxylm.io import atomic_path
+
+    path = data_dir(cfg) / "train-chunks.jsonl"
+    recipe = {"corpus": cfg.data.corpus, "limit": cfg.data.limit, "val_fraction": cfg.data.val_fraction, "chunk_bytes": cfg.data.chunk_bytes}
+    recipe_path = path.with_suffix(".json")
+    if path.is_file() and read_json(recipe_path) == recipe:
+        return str(path)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        for doc in open_corpus(cfg.data.corpus, limit=cfg.data.limit):
+            if split_of(doc.id, cfg.data.val_fraction) is Split.VAL:
+                continue
+            for k, piece in enumerate(chunk_document(doc.data, cfg.data.chunk_bytes)):
+                fh.write(json.dumps({"id": f"{doc.id}#{k}", "text": piece.decode("utf-8")}) + "\n")
+    atomic_write_json(recipe_path, recipe)
+    return str(path)
+
+
+def compressor_lm(cfg: StudyConfig, ctx: ArmContext) -> Path:
+    """The byte LM the neural proxy codes with: the configured one, or one trained here (resumably)
+    on the bpe shards' bytes with the bytes schedule."""
+    from proxylm.train import train
+
+    lm = cfg.neural_lm
+    if lm.model is not None:
+        return Path(lm.model)
+    lm_cfg = copy.deepcopy(cfg.train)
+    lm_cfg.data = dataclasses.replace(lm_cfg.data, shards=str(ctx.shards[Proxy.BPE]), corpus=None, compressor=None)
+    lm_cfg.schedule = bytes_baseline()
+    lm_cfg.model = from_dict(ModelSection, {**to_dict(lm_cfg.model), "preset": lm.preset, **lm.shape}, prefix="neural_lm.shape.")
+    lm_cfg.pack = dataclasses.replace(lm_cfg.pack, seq_len=lm.seq_len, batch_size=lm.batch_size)
+    lm_cfg.run.out = str(Path(cfg.out) / "compressor-lm")
+    lm_cfg.run.max_steps, lm_cfg.run.max_flops, lm_cfg.run.max_time_s = lm.steps, None, None
+    lm_cfg.optim = dataclasses.replace(lm_cfg.optim, warmup_steps=min(lm_cfg.optim.warmup_steps, lm.steps // 10))
+    lm_cfg.ckpt = dataclasses.replace(lm_cfg.ckpt, dir=None, resume=True, every=max(1, lm.steps // 4), keep=1)
+    say(f"study: the neural proxy's byte LM ({lm.preset} {lm.shape or ''}, {lm.steps} steps) in {lm_cfg.run.out}")
+    return train(lm_cfg).checkpoint
+
+
+# ---- train and evaluate --------------------------------------------------------------------------
+
+
+def run_trials(cfg: StudyConfig, ctx: ArmContext) -> None:
+    from proxylm.train.distributed import barrier, compute_cleanup, compute_init
+
+    chosen = trials(cfg)
+    evaluating = Part.EVALUATE in cfg.parts and is_main_process()
+    if Part.EVALUATE in cfg.parts and ctx.world_size > 1:
+        say("study: evaluation is a one-process part; run `proxylm study CONFIG --parts evaluate` after this")
+        evaluating = False
+    docs = eval_documents(cfg) if evaluating else []
+    # One process group for the whole part: ranks meet at a barrier after each trial, while rank 0
+    # writes its files, instead of leaving and re-joining a group between trials.
+    info = compute_init(cfg.train.dist) if Part.TRAIN in cfg.parts else None
+    try:
+        for index, trial in enumerate(chosen, start=1):
+            tag = f"[{index}/{len(chosen)}] {trial.key}"
+            if info is not None:
+                train_trial(cfg, ctx, trial, tag, info)
+                barrier(info)
+            if evaluating:
+                evaluate_trial(cfg, ctx, trial, docs, tag)
+    finally:
+        if info is not None:
+            compute_cleanup()
+
+
+def train_run(train_cfg: Any, info: Any) -> Any:
+    """The trainer's setup and loop in the study's process group (proxylm.train.train would leave it)."""
+    from proxylm.train.trainer import fit, setup
+
+    return fit(setup(train_cfg, info))
+
+
+def train_trial(cfg: StudyConfig, ctx: ArmContext, trial: Trial, tag: str, info: Any) -> None:
+    """Train one trial unless it is trained; rank 0 records its summary in trained.json."""
+    directory = trial.directory(cfg.out)
+    state = TrialState.read(directory)
+    train_cfg, train_fp = checked_config(cfg, ctx, trial, state)
+    if state.trained is not None:
+        say(f"study: {tag}: trained, skipped")
+        return
+    if is_main_process():
+        atomic_write_json(directory / TRIAL_FILE, {"trial": trial.key, "train_fingerprint": train_fp,
+                                                   "world_size": ctx.world_size, "config": to_dict(train_cfg)})
+    run = train_cfg.run
+    stop = f"{run.max_flops:.3g} FLOPs" if run.max_flops else f"{run.max_steps} steps"
+    if train_cfg.mix.drop_compressed:
+        stop += " (the raw views of proxy-bpe's documents)"
+    say(f"study: {tag}: training to {stop}")
+    started = time.perf_counter()
+    result = train_run(train_cfg, info)
+    if is_main_process():
+        atomic_write_json(directory / TRAINED_FILE, {
+            "steps": result.steps, "flops": result.flops, "symbols": result.symbols, "raw_bytes": result.raw_bytes,
+            "train_time_s": result.train_time_s, "wall_s": time.perf_counter() - started, "loss": result.loss,
+            "loss_raw": result.loss_raw, "loss_compressed": result.loss_compressed,
+            "run_dir": str(result.run_dir), "checkpoint": str(result.checkpoint), "world_size": ctx.world_size,
+        })
+        say(f"study: {tag}: {result.steps} steps, {result.flops:.3g} FLOPs in {result.train_time_s:.0f} s")
+
+
+def evaluate_trial(cfg: StudyConfig, ctx: ArmContext, trial: Trial, docs: list[tuple[str, bytes]], tag: str) -> dict[str, Any] | None:
+    """Score a trained trial unless its result (under these evaluation settings) exists."""
+    directory = trial.directory(cfg.out)
+    state = TrialState.read(directory)
+    if state.trained is None:
+        say(f"study: {tag}: not trained yet, nothing to evaluate")
+        return None
+    _, train_fp = checked_config(cfg, ctx, trial, state)
+    eval_fp = fingerprint(to_dict(cfg.eval))
+    if state.result is not None and state.result.get("eval_fingerprint") == eval_fp:
+        say(f"study: {tag}: evaluated (bpb {state.result['bpb']:.4f}), skipped")
+        return state.result
+    started = time.perf_counter()
+    trained = state.trained
+    record = {
+        "study_version": STUDY_VERSION,
+        "trial": trial.key, "size": trial.size.label, "preset": trial.size.preset, "arm": trial.arm.value, "seed": trial.seed,
+        "compressor": cfg.compressors.spec(ARMS[trial.arm].proxy),
+        "budget": {"flops": trial.size.flops, "symbols": trial.size.symbols},
+        "train": trained,
+        **score_trial(cfg, trial, trained, docs, eval_fp),
+        "eval_wall_s": time.perf_counter() - started,
+        "train_fingerprint": train_fp,
+        "eval_fingerprint": eval_fp,
+    }
+    atomic_write_json(directory / RESULT_FILE, record)
+    if not cfg.keep_checkpoints:
+        prune_curve_checkpoints(Path(trained["checkpoint"]))
+    say(f"study: {tag}: bpb {record['bpb']:.4f}")
+    return record
+
+
+def eval_documents(cfg: StudyConfig) -> list[tuple[str, bytes]]:
+    """The held-out documents every arm is scored on: a hash sample of the whole corpus's val split
+    (chunked like the training documents when data.chunk_bytes is set), each cut short."""
+    from proxylm.data.corpus import Document, Split, iter_split, open_corpus, sample_documents
+    from proxylm.probes.stability import truncate_utf8
+
+    val = iter_split(open_corpus(cfg.data.corpus), Split.VAL, cfg.data.val_fraction)
+    if cfg.data.chunk_bytes:
+        val = (Document(f"{doc.id}#{k}", piece) for doc in val
+               for k, piece in enumerate(chunk_document(doc.data, cfg.data.chunk_bytes)) if piece.strip())
+    sample = sample_documents(val, salt="study-eval", max_docs=cfg.eval.docs)
+    if not sample:
+        raise UserError(f"corpus '{cfg.data.corpus}' has no val documents at data.val_fraction={cfg.data.val_fraction}; raise it")
+    return [(d.id, truncate_utf8(d.data, cfg.eval.max_doc_bytes)) for d in sample]
+
+
+def checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
+    """(step, path) of every complete checkpoint, by step."""
+    import re
+
+    from proxylm.train.checkpoint import TRAIN_STATE
+
+    found = []
+    for path in ckpt_dir.glob("step-*"):
+        match = re.fullmatch(r"step-(\d+)", path.name)
+        if match and (path / TRAIN_STATE).is_file():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def score_trial(cfg: StudyConfig, trial: Trial, trained: dict[str, Any], docs: list[tuple[str, bytes]], eval_fp: str) -> dict[str, Any]:
+    """BPB at each surviving checkpoint (cached per evaluation settings), the translation probe at the last."""
+    from proxylm.evaluate.bpb import EvalCheckpoint
+    from proxylm.evaluate.generate import default_device
+
+    flops_per_step = trained["flops"] / max(trained["steps"], 1)
+    cache_dir = Path(trained["run_dir"]) / "study-evals" / eval_fp
+    found = checkpoints(Path(trained["checkpoint"]).parent)
+    if not found:
+        raise UserError(f"{Path(trained['checkpoint']).parent}: no checkpoint to evaluate")
+    curve, final = [], {}
+    for step, path in found:
+        final = read_json(cache_dir / f"step-{step}.json")
+        if final is None:
+            final = score_bpb(cfg, EvalCheckpoint.load(path, default_device()), docs)
+            atomic_write_json(cache_dir / f"step-{step}.json", final)
+        curve.append({"step": step, "flops": step * flops_per_step, "bpb": final["bpb"]})
+    translation = None
+    if ARMS[trial.arm].translation_probe:
+        translation = translate(cfg, EvalCheckpoint.load(found[-1][1], default_device()), docs)
+    return {"bpb": final["bpb"], "params": final["params"], "eval": {k: v for k, v in final.items() if k != "bpb"},
+            "curve": curve, "translation": translation}
+
+
+def score_bpb(cfg: StudyConfig, ckpt: Any, docs: list[tuple[str, bytes]]) -> dict[str, Any]:
+    from proxylm.evaluate.bpb import evaluate_bpb
+
+    view = ckpt.view
+    compressor = ckpt.compressor() if view.needs_compressor else None
+    context = cfg.eval.context or cfg.train.pack.seq_len
+    result = evaluate_bpb(ckpt.model, docs, context, cfg.eval.stride, view=view, compressor=compressor,
+                          batch_size=cfg.eval.batch_size, progress=True)
+    return {**result.to_dict(per_document=False), "params": ckpt.model.num_params(include_embeddings=False)}
+
+
+def translate(cfg: StudyConfig, ckpt: Any, docs: list[tuple[str, bytes]]) -> dict[str, Any]:
+    from proxylm.evaluate.translate import probe_translation
+
+    report = probe_translation(ckpt.model, docs[: cfg.eval.translate_docs], ckpt.compressor(),
+                               max_doc_bytes=cfg.eval.translate_max_bytes, batch_size=cfg.eval.batch_size, progress=True)
+    return report.to_dict()
+
+
+def prune_curve_checkpoints(final: Path) -> None:
+    """Delete every checkpoint but the final one (the curve points are scored and cached)."""
+    for _, path in checkpoints(final.parent):
+        if path.resolve() != final.resolve():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+# ---- stability ----------------------------------------------------------------------------------
+
+
+def run_stability(cfg: StudyConfig, ctx: ArmContext) -> dict[str, Any]:
+    """Stability of each prepared proxy the study uses, on the held-out documents."""
+    from proxylm.data.corpus import CorpusConfig, Document
+    from proxylm.data.shards import Shards, read_manifest
+    from proxylm.probes.stability import StabilityConfig, measure, perturbed_pair
+
+    proxies = [p for p in needed_proxies(cfg) if (ctx.shards[p] / "manifest.json").is_file()]
+    docs = eval_documents(cfg)[: cfg.eval.stability_docs]
+    key = fingerprint({"prepared": [read_manifest(ctx.shards[p])["fingerprint"] for p in proxies],
+                       "docs": [doc_id for doc_id, _ in docs], "eval": to_dict(cfg.eval)})
+    existing = read_json(Path(cfg.out) / STABILITY_FILE)
+    if existing is not None and existing.get("fingerprint") == key:
+        say("study: stability probe: done, skipped")
+        return existing
+    specs = [ctx.specs.spec(p) for p in proxies]
+    probe = StabilityConfig(corpus=CorpusConfig(source=cfg.data.corpus), compressors=specs, docs=len(docs),
+                            max_bytes=cfg.eval.max_doc_bytes)
+    pairs = [perturbed_pair(Document(doc_id, data), probe) for doc_id, data in docs]
+    rows = [{"proxy": proxy.value, **vars(measure(spec, Shards.open(ctx.shards[proxy]).compressor(), pairs, progress=True))}
+            for proxy, spec in zip(proxies, specs)]
+    report = {"fingerprint": key, "metric": "normalised Levenshtein distance after deleting 10% of characters",
+              "deletion": probe.deletion, "seed": probe.seed, "docs": len(pairs), "rows": rows}
+    atomic_write_json(Path(cfg.out) / STABILITY_FILE, report)
+    return report

@@ -1,0 +1,154 @@
+"""Trials: one (size, arm, seed) each, with its training config, fingerprint and files.
+
+    for trial in trials(cfg):
+        train_cfg = trial_config(cfg, trial, ctx)
+
+    trials/<size>/<arm>/seed-<s>/trial.json     what it trains (config, fingerprint, world size); before training
+    trials/<size>/<arm>/seed-<s>/trained.json   the trainer's summary; once trained
+    trials/<size>/<arm>/seed-<s>/result.json    the evaluated result; once evaluated
+    trials/<size>/<arm>/seed-<s>/run/           the trainer's run folder (checkpoints, metrics)
+
+Design choices:
+- A trial's config is the shared base at its size (preset, lr), seed (weights and data order),
+  budget and run folder, passed through its arm's builder; checkpoints land on the curve points.
+- Compute-matched stops: a FLOPs budget is the trainer's own FLOPs stop (run.max_flops); a
+  symbols budget becomes the same number of steps for every arm at that size.
+- The fingerprint covers everything training depends on (the config without paths, and the
+  prepared shards' fingerprint), so a directory trained under another config is refused.
+- A symbols budget depends on the number of processes, so the world size a trial was trained
+  with is recorded and reused to check it from a one-process evaluation.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from proxylm.config import ConfigError, from_dict, to_dict
+from proxylm.errors import UserError
+from proxylm.study.arms import ARMS, ArmContext, planned_steps
+from proxylm.study.config import Arm, SizeConfig, StudyConfig
+from proxylm.train.config import ModelSection, TrainConfig
+
+TRIAL_FILE = "trial.json"
+TRAINED_FILE = "trained.json"
+RESULT_FILE = "result.json"
+
+
+@dataclass(frozen=True)
+class Trial:
+    size: SizeConfig
+    arm: Arm
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.size.label}/{self.arm.value}/seed-{self.seed}"
+
+    def directory(self, out: str | Path) -> Path:
+        return Path(out) / "trials" / self.size.label / self.arm.value / f"seed-{self.seed}"
+
+
+def trials(cfg: StudyConfig) -> list[Trial]:
+    """Every trial to run, by size, then seed, then arm (so a partial study compares whole seeds)."""
+    chosen = []
+    for size in cfg.sizes:
+        if cfg.only_sizes is not None and size.label not in cfg.only_sizes:
+            continue
+        arms = [a for a in ARMS if a in cfg.arms and (size.arms is None or a in size.arms)]
+        base_seeds = size.seeds or cfg.seeds
+        seeds_of = {arm: set(base_seeds) | set(size.extra_seeds.get(arm.value, [])) for arm in arms}
+        for seed in sorted(set().union(*seeds_of.values())):
+            chosen.extend(Trial(size, arm, seed) for arm in arms if seed in seeds_of[arm])
+    return chosen
+
+
+def trial_base(cfg: StudyConfig, trial: Trial, ctx: ArmContext) -> TrainConfig:
+    """The study's base config at this trial's size, seed, budget and run directory."""
+    base = copy.deepcopy(cfg.train)
+    size = trial.size
+    base.model = from_dict(ModelSection, {**to_dict(base.model), "preset": size.preset, **size.model}, prefix="model.")
+    if size.lr is not None:
+        base.optim = dataclasses.replace(base.optim, lr=size.lr)
+    base.run.seed = trial.seed
+    base.mix = dataclasses.replace(base.mix, seed=trial.seed)
+    base.run.out = str(trial.directory(cfg.out) / "run")
+    base.run.max_time_s = None
+    base.run.max_flops = size.flops
+    base.run.max_steps = None
+    if size.symbols is not None:
+        per_step = base.pack.batch_size * base.pack.seq_len * base.run.grad_accum * ctx.world_size
+        if size.symbols < per_step:
+            raise ConfigError(f"sizes ({size.label}): symbols={size.symbols} is less than one step ({per_step} positions)")
+        base.run.max_steps = size.symbols // per_step
+    base.ckpt = dataclasses.replace(base.ckpt, dir=None, resume=True)
+    return base
+
+
+def trial_config(cfg: StudyConfig, trial: Trial, ctx: ArmContext) -> TrainConfig:
+    """The arm's training config, checkpointing at the curve points."""
+    train_cfg = ARMS[trial.arm].build(trial_base(cfg, trial, ctx), ctx)
+    total = planned_steps(train_cfg, ctx.world_size)
+    points = min(cfg.eval.curve_points, total)
+    train_cfg.ckpt.every = math.ceil(total / points)
+    train_cfg.ckpt.keep = points + 1
+    return train_cfg
+
+
+def fingerprint(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def train_fingerprint(train_cfg: TrainConfig) -> str:
+    """What training depends on: the config without paths, plus the prepared data's fingerprint."""
+    from proxylm.data.shards import read_manifest
+
+    data = to_dict(train_cfg)
+    data["run"].pop("out")
+    data.pop("ckpt")
+    data["data"].pop("shards")
+    data["prepared"] = read_manifest(Path(train_cfg.data.shards))["fingerprint"]
+    return fingerprint(data)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON (line {exc.lineno}): {exc.msg}; delete it to redo that step") from None
+
+
+@dataclass
+class TrialState:
+    """What a trial's directory holds so far."""
+
+    recorded: dict[str, Any] | None  # trial.json
+    trained: dict[str, Any] | None  # trained.json (or the training summary inside result.json)
+    result: dict[str, Any] | None  # result.json
+
+    @classmethod
+    def read(cls, directory: Path) -> "TrialState":
+        result = read_json(directory / RESULT_FILE)
+        trained = read_json(directory / TRAINED_FILE) or (result or {}).get("train")
+        return cls(read_json(directory / TRIAL_FILE), trained, result)
+
+
+def checked_config(cfg: StudyConfig, ctx: ArmContext, trial: Trial, state: TrialState) -> tuple[TrainConfig, str]:
+    """The trial's training config and fingerprint; refuses a directory trained under another config."""
+    world = (state.recorded or {}).get("world_size", ctx.world_size)
+    train_cfg = trial_config(cfg, trial, dataclasses.replace(ctx, world_size=world))
+    fp = train_fingerprint(train_cfg)
+    if state.recorded is not None and state.recorded.get("train_fingerprint") != fp:
+        raise UserError(
+            f"{trial.directory(cfg.out)}: trained under another config (fingerprint {state.recorded.get('train_fingerprint')}, "
+            f"now {fp}); delete the directory to retrain it, or give the study another `out`"
+        )
+    return train_cfg, fp

@@ -1,0 +1,251 @@
+"""The compute-matched study: arms differ only in data and schedule, a tiny study runs end to end,
+a rerun retrains nothing, a changed config is refused, bad configs fail with their key."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from proxylm.cli import main
+from proxylm.config import ConfigError, to_dict
+from proxylm.data.mixer import Mode
+from proxylm.data.schedule import Schedule, proxy_default
+from proxylm.errors import UserError
+from proxylm import study
+from proxylm.study import ARMS, Arm, ArmContext, CompressorSpecs, Proxy, load_study_config, pin_schedule
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+ARMS_UNDER_TEST = ["bytes", "proxy-bpe", "raw-only"]
+STUDY = """
+out: {out}
+arms: [{arms}]
+seeds: [0]
+sizes:
+  - {{name: micro, preset: small, model: {{dim: 32, n_layers: 1, n_heads: 2}}, flops: 3.0e+8}}
+data: {{corpus: {corpus}, val_fraction: 0.1, fit_bytes: 200000, chunk_bytes: 768}}
+compressors: {{bpe: "bpe:vocab=300"}}
+train:
+  pack: {{seq_len: 64, batch_size: 2}}
+  optim: {{lr: 3.0e-3, warmup_steps: 2}}
+  run: {{log_every: 1, peak_flops: 1.0e+11, plot: false, dtype: fp32}}
+eval: {{docs: 4, max_doc_bytes: 256, curve_points: 2, translate_docs: 2, translate_max_bytes: 24, stability_docs: 4}}
+"""
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Sixty standard-library modules (the first 2 kB of each) as JSONL."""
+    stdlib = Path(os.__file__).parent
+    path = tmp_path_factory.mktemp("corpus") / "docs.jsonl"
+    with path.open("w") as fh:
+        for source in sorted(stdlib.glob("*.py"))[:60]:
+            fh.write(json.dumps({"text": source.read_text(errors="replace")[:2000]}) + "\n")
+    return path
+
+
+def write_config(directory: Path, corpus: Path, arms=ARMS_UNDER_TEST) -> Path:
+    path = directory / "study.yaml"
+    path.write_text(STUDY.format(out=directory / "out", corpus=corpus, arms=", ".join(arms)))
+    return path
+
+
+def base_and_context():
+    cfg = load_study_config(None, ["sizes=[{preset: small, flops: 1.0e+9}]", "train.run.max_steps=5"])
+    ctx = ArmContext(shards={p: Path(f"/data/{p.value}") for p in Proxy}, specs=CompressorSpecs())
+    return cfg.train, ctx
+
+
+def without_arm_keys(cfg) -> dict:
+    """A training config without what an arm may change: data, schedule and the raw-only switch."""
+    data = to_dict(cfg)
+    for key in ("data", "schedule"):
+        data.pop(key)
+    data["mix"].pop("drop_compressed")
+    return data
+
+
+@pytest.mark.parametrize("arm", [a for a in Arm if a is not Arm.RAW_ONLY])
+def test_an_arm_changes_only_its_data_and_schedule(arm):
+    base, ctx = base_and_context()
+    derived = ARMS[arm].build(base, ctx)
+    assert without_arm_keys(derived) == without_arm_keys(base)
+    assert derived.data.shards == str(ctx.shards[ARMS[arm].proxy])
+    assert derived.data.compressor == ctx.specs.spec(ARMS[arm].proxy)
+
+
+def test_arm_schedules_are_what_their_names_say():
+    base, ctx = base_and_context()
+    total = 100
+
+    def points(arm):
+        return [Schedule(ARMS[arm].build(base, ctx).schedule, total).at(step) for step in range(total)]
+
+    assert {p.rate for p in points(Arm.BYTES)} == {0.0} and {p.rate for p in points(Arm.TOKEN_BPE)} == {1.0}
+    assert points(Arm.PROXY_BPE_P05)[-1].rate == pytest.approx(0.5)
+    cooldown = points(Arm.PROXY_BPE_COOLDOWN)
+    assert cooldown[60].rate == pytest.approx(0.9) and cooldown[-1].rate < 0.05
+    assert [p.rate for p in points(Arm.NO_PAIRING)] == [p.rate for p in points(Arm.PROXY_BPE)]
+    assert not any(p.mode.paired for p in points(Arm.NO_PAIRING))
+    assert all(p.mode is Mode.TRANSLATION for p in points(Arm.PAIRING_ALWAYS))
+    warmup = [p for p in points(Arm.PROXY_BPE) if p.mode.paired]
+    assert len(warmup) == 20  # the paper's 20% translation warm-up
+
+
+def test_a_pinned_schedule_follows_the_original_step_by_step_at_any_run_length():
+    original = Schedule(proxy_default(), 50)
+    pinned = pin_schedule(proxy_default(), 50)
+    for run_length in (50, 13):
+        replay = Schedule(pinned, run_length)
+        assert [replay.at(s) for s in range(60)] == [original.at(s) for s in range(60)]
+
+
+def trial_file(out: Path, arm: str, name: str) -> Path:
+    return out / "trials/micro" / arm / "seed-0" / name
+
+
+def test_a_tiny_study_runs_in_parts_and_a_rerun_redoes_nothing(tmp_path, corpus, monkeypatch, capsys):
+    config = write_config(tmp_path, corpus)
+    out = tmp_path / "out"
+    assert main(["study", str(config), "--parts", "prepare,train"]) == 0
+    assert all(trial_file(out, arm, "trained.json").is_file() for arm in ARMS_UNDER_TEST)
+    assert not any(trial_file(out, arm, "result.json").exists() for arm in ARMS_UNDER_TEST)
+
+    def no_training(cfg, info):
+        raise AssertionError(f"retrained {cfg.run.out}")
+
+    monkeypatch.setattr("proxylm.study.run.train_run", no_training)
+    assert main(["study", str(config)]) == 0  # every part; training is done, so only evaluation runs
+    results = {arm: json.loads(trial_file(out, arm, "result.json").read_text()) for arm in ARMS_UNDER_TEST}
+
+    budget = 3.0e8
+    for arm in ("bytes", "proxy-bpe"):  # compute-matched: both stop within one step of the same FLOPs
+        train = results[arm]["train"]
+        assert budget - train["flops"] / train["steps"] < train["flops"] <= budget
+    proxy, raw_only = results["proxy-bpe"]["train"], results["raw-only"]["train"]
+    assert raw_only["flops"] < proxy["flops"]  # the control spends less compute ...
+    tokens_per_batch = 64 * 2
+    assert proxy["raw_bytes"] <= raw_only["raw_bytes"] <= proxy["raw_bytes"] + tokens_per_batch  # ... on the same raw views
+    assert results["raw-only"]["translation"] is not None and results["bytes"]["translation"] is None
+    for r in results.values():
+        assert [p["step"] for p in r["curve"]][-1] == r["train"]["steps"] and r["bpb"] == r["curve"][-1]["bpb"]
+        assert r["eval"]["raw_bytes"] == results["bytes"]["eval"]["raw_bytes"] > 0  # the same held-out bytes
+        assert 0 < r["bpb"] < 16
+
+    report = (out / "RESULTS.md").read_text()
+    for arm in ARMS_UNDER_TEST:
+        assert f"| {arm} |" in report
+    summary = json.loads((out / "results.json").read_text())
+    assert {row["arm"] for row in summary["rows"]} == set(ARMS_UNDER_TEST)
+    for name in ("bpb_vs_flops.png", "stability.png", "translation.png"):
+        assert (out / "figures" / name).read_bytes().startswith(PNG_MAGIC)
+    stability = json.loads((out / "stability.json").read_text())
+    assert [row["proxy"] for row in stability["rows"]] == ["bpe"]
+    trained_files = {json.loads(line)["id"].split("#")[0] for line in (out / "data/train-chunks.jsonl").open()}
+    held_out = {doc_id.split("#")[0] for doc_id, _ in study.run.eval_documents(load_study_config(config))}
+    assert held_out and trained_files and not held_out & trained_files  # no chunk of an evaluation document is trained on
+    final = {arm: Path(r["train"]["checkpoint"]) for arm, r in results.items()}
+    assert all(sorted(p.name for p in path.parent.glob("step-*")) == [path.name] for path in final.values())
+
+    # A rerun trains and scores nothing and rebuilds the report from the results.
+    monkeypatch.setattr("proxylm.study.run.score_trial", lambda *a: pytest.fail("re-scored a finished trial"))
+    stamps = {arm: trial_file(out, arm, "result.json").stat().st_mtime_ns for arm in ARMS_UNDER_TEST}
+    (out / "RESULTS.md").unlink()
+    capsys.readouterr()
+    assert main(["study", str(config)]) == 0
+    assert capsys.readouterr().err.count("skipped") >= 2 * len(ARMS_UNDER_TEST)
+    assert stamps == {arm: trial_file(out, arm, "result.json").stat().st_mtime_ns for arm in ARMS_UNDER_TEST}
+    assert (out / "RESULTS.md").read_text() == report
+    monkeypatch.undo()
+
+    # An evaluation that was lost is redone from the final checkpoint, without training again.
+    monkeypatch.setattr("proxylm.study.run.train_run", no_training)
+    trial_file(out, "bytes", "result.json").unlink()
+    assert main(["study", str(config), "arms=[bytes]", "--parts", "evaluate"]) == 0
+    redone = json.loads(trial_file(out, "bytes", "result.json").read_text())
+    assert redone["train"]["steps"] == results["bytes"]["train"]["steps"] and redone["bpb"] == results["bytes"]["bpb"]
+
+    # A trial directory trained under another budget is refused, not silently mixed in.
+    with pytest.raises(UserError, match=r"trials/micro/bytes/seed-0: trained under another config"):
+        study.run_study(load_study_config(config, ["arms=[bytes]", "parts=[train]",
+                                                   "sizes=[{name: micro, preset: small, model: {dim: 32, n_layers: 1, n_heads: 2}, flops: 4.0e+8}]"]))
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("arms=[bytes, proxy-zstd]", r"'arms\[1\]' must be one of"),
+        ("sizes=[{preset: tiny}]", r"give exactly one budget"),
+        ("sizes=[{preset: tiny, flops: 1.0e+12, symbols: 1000}]", r"give exactly one budget"),
+        ("sizes=[{preset: huge, flops: 1.0e+12}]", r"preset must be one of"),
+        ("sizes=[{preset: tiny, flops: 1.0e+12, model: {dimm: 3}}]", r"unknown model key 'dimm'"),
+        ("train.run.max_time_s=60", r"max_time_s would stop arms at different FLOPs"),
+        ("compressors.neural=neural:model=x.pt", r"leave out model="),
+        ("only_sizes=[base]", r"no size named 'base'"),
+        ("parts=[train, score]", r"'parts\[1\]' must be one of"),
+    ],
+)
+def test_bad_study_configs_name_the_key(override, message):
+    overrides = [override] if override.startswith("sizes") else ["sizes=[{preset: tiny, flops: 1.0e+12}]", override]
+    with pytest.raises(ConfigError, match=message):
+        load_study_config(None, overrides)
+
+
+def test_the_cli_reports_config_errors_as_one_line(tmp_path, capsys):
+    path = tmp_path / "study.yaml"
+    path.write_text("sizes: [{preset: tiny, flops: 1.0e+12}]\narms: [bytes, proxy-zstd]\n")
+    assert main(["study", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("proxylm: error:") and "proxy-zstd" in err and len(err.strip().splitlines()) == 1
+
+
+def test_chunks_tile_the_document_and_end_at_newlines_or_whole_characters():
+    from proxylm.study.run import chunk_document
+
+    text = ("def f():\n    return 'é'\n" * 40).encode() + "ü".encode() * 90
+    pieces = chunk_document(text, 64)
+    assert b"".join(pieces) == text
+    assert all(len(p) <= 64 for p in pieces)
+    assert all(p.endswith(b"\n") for p in pieces[:-3])  # cut after a newline while one is in reach
+    assert [p.decode("utf-8") for p in pieces]  # never inside a character
+
+
+def test_trials_run_whole_seeds_in_order_with_extra_seeds_for_some_arms():
+    cfg = load_study_config(None, ["arms=[bytes, proxy-bpe, raw-only]", "seeds=[0]",
+                                   "sizes=[{preset: small, flops: 1.0e+12, arms: [bytes]}, "
+                                   "{preset: tiny, flops: 4.0e+12, extra_seeds: {proxy-bpe: [2, 1], raw-only: [1]}}]"])
+    assert [t.key for t in study.trials(cfg)] == [
+        "small/bytes/seed-0",
+        "tiny/bytes/seed-0", "tiny/proxy-bpe/seed-0", "tiny/raw-only/seed-0",
+        "tiny/proxy-bpe/seed-1", "tiny/raw-only/seed-1",
+        "tiny/proxy-bpe/seed-2",
+    ]
+    with pytest.raises(ConfigError, match=r"extra_seeds names no arm 'proxy'"):
+        load_study_config(None, ["sizes=[{preset: tiny, flops: 1.0e+12, extra_seeds: {proxy: [1]}}]"])
+
+
+def test_findings_call_a_difference_only_when_it_exceeds_the_seed_spread():
+    from proxylm.study.report import Row, compute_findings
+
+    def row(arm, bpbs):
+        return Row("tiny", arm, [{"seed": s, "bpb": b, "params": 1e6} for s, b in enumerate(bpbs)])
+
+    def verdict_of(rows, paper_words):
+        return next(f["verdict"] for f in compute_findings(rows, None) if paper_words in f["paper"])
+
+    clear = [row(Arm.BYTES, [4.0, 4.01, 3.99]), row(Arm.PROXY_BPE, [4.5, 4.51, 4.49]), row(Arm.RAW_ONLY, [4.2, 4.21, 4.19])]
+    assert verdict_of(clear, "proxies below bytes") == "holds"  # the paper: small proxy models lose to bytes
+    assert verdict_of(clear, "transfer") == "does not hold"  # raw-only is better here, not worse
+    noisy = [row(Arm.BYTES, [4.0, 4.6, 3.4]), row(Arm.PROXY_BPE, [4.1, 4.7, 3.5])]
+    assert verdict_of(noisy, "proxies below bytes").startswith("not resolved")
+    single = [row(Arm.BYTES, [4.0]), row(Arm.PROXY_BPE, [4.1])]
+    assert verdict_of(single, "proxies below bytes") == "agrees, one seed"
