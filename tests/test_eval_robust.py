@@ -18,12 +18,7 @@ CODE_DOC = ("code", b"def total(values):\n    # add them up\n    return sum(valu
 PROSE_DOC = ("prose", b"plain words without any function in them\n")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(seed: int = 0, uniform: bool = False) -> Transformer:

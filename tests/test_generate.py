@@ -29,12 +29,7 @@ from proxylm.model_io import save_model
 from proxylm.train.checkpoint import STATE_FORMAT, STATE_VERSION, TRAIN_STATE
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(seed: int = 0, **overrides) -> Transformer:

@@ -28,12 +28,7 @@ from proxylm.model_io import load_model, load_model_config, save_model
 from proxylm.vocab import BYTE_VOCAB_SIZE, IGNORE_INDEX
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(**overrides) -> ModelConfig:

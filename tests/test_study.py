@@ -34,12 +34,7 @@ eval: {{docs: 4, max_doc_bytes: 256, curve_points: 2, translate_docs: 2, transla
 """
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

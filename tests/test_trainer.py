@@ -32,12 +32,7 @@ run: {{out: {out}, max_steps: 6, log_every: 1, peak_flops: 1.0e+11, plot: false}
 """
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the subprocess runs use one thread too: same arithmetic, same losses
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

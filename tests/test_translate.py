@@ -22,12 +22,7 @@ VOCAB = vocab.vocab_size(GZIP.alphabet_size)
 DOCS = [("a", b"def add(a, b):\n    return a + b\n"), ("b", "na\u00efve caf\u00e9\n".encode()), ("c", b"x = 1\n")]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def layouts(data: bytes) -> list[list[int]]:

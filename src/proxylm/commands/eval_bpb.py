@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from proxylm.commands import positive_int
 from proxylm.errors import UserError
 
 
@@ -61,10 +62,3 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         atomic_write_json(args.json, summary)
     return 0
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from proxylm.commands import positive_int
 from proxylm.errors import UserError
 from proxylm.evaluate.tasks import MbppSplit, PromptStyle
 
@@ -33,21 +34,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prompt", choices=[s.value for s in PromptStyle], default="nominal", help="signature+docstring, or the file's partial-code prompt"
     )
-    parser.add_argument("--limit", type=_positive_int, metavar="K", help="only the first K problems")
+    parser.add_argument("--limit", type=positive_int, metavar="K", help="only the first K problems")
 
     # --- sampling ---
-    parser.add_argument("--n", type=_positive_int, default=1, help="samples per problem (default: 1, greedy)")
+    parser.add_argument("--n", type=positive_int, default=1, help="samples per problem (default: 1, greedy)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default); needed > 0 for --n > 1")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default: 1.0)")
-    parser.add_argument("--max-bytes", type=_positive_int, default=1024, help="longest completion in bytes (default: 1024)")
+    parser.add_argument("--max-bytes", type=positive_int, default=1024, help="longest completion in bytes (default: 1024)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
-    parser.add_argument("--batch-size", type=_positive_int, default=16, help="prompts per generation call (default: 16)")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="prompts per generation call (default: 16)")
 
     # --- grading and output ---
     parser.add_argument("--k", type=_ks, metavar="K[,K...]", help="pass@k to report (default: those of 1,10,100 that --n allows)")
     parser.add_argument("--timeout", type=float, default=10.0, help="CPU seconds per program; wall clock 3x that (default: 10)")
-    parser.add_argument("--memory-mb", type=_positive_int, default=2048, help="address-space limit per program (default: 2048)")
-    parser.add_argument("--workers", type=_positive_int, default=2, help="sandboxes running at once (default: 2)")
+    parser.add_argument("--memory-mb", type=positive_int, default=2048, help="address-space limit per program (default: 2048)")
+    parser.add_argument("--workers", type=positive_int, default=2, help="sandboxes running at once (default: 2)")
     parser.add_argument("--json", metavar="FILE", help="write the results JSON here")
     parser.add_argument("--save-samples", metavar="FILE", help="write generated samples (evalplus JSONL); default with --json: FILE.samples.jsonl")
 
@@ -174,13 +175,6 @@ def _checked(build):
         return build()
     except ValueError as exc:
         raise UserError(str(exc)) from None
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _ks(text: str) -> list[int]:

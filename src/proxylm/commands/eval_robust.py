@@ -14,6 +14,7 @@ import argparse
 import sys
 import time
 
+from proxylm.commands import positive_int
 from proxylm.errors import UserError
 
 
@@ -112,10 +113,3 @@ def kinds(text: str) -> list:
     except ValueError:
         choices = ", ".join(k.value for k in PerturbKind)
         raise argparse.ArgumentTypeError(f"unknown perturbation in {text!r}; choose from {choices}") from None
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
