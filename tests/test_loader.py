@@ -43,7 +43,8 @@ def corpus(n=60, seed=0):
     return FakeShards([b"%d:" % i + text for i, text in enumerate(letters)])
 
 
-def make(shards, schedule=None, *, seed=0, drop=False, rank=0, world_size=1, seq_len=32, batch_size=2, pad_below=0):
+def make(shards, schedule=None, *, seed=0, drop=False, rank=0, world_size=1, seq_len=32, batch_size=2, pad_below=0,
+         grad_accum=1):
     return Loader(
         shards,
         schedule or Schedule(proxy_default(), total_steps=20),
@@ -53,6 +54,7 @@ def make(shards, schedule=None, *, seed=0, drop=False, rank=0, world_size=1, seq
         n_raw_heads=1,
         rank=rank,
         world_size=world_size,
+        grad_accum=grad_accum,
     )
 
 
@@ -112,17 +114,20 @@ def test_ranks_read_disjoint_documents_and_epochs_reshuffle():
     assert epochs[0][0] != epochs[0][1]
 
 
-def test_drop_compressed_sees_the_raw_views_of_the_proxy_run():
+@pytest.mark.parametrize("grad_accum", [1, 3])
+def test_drop_compressed_sees_the_raw_views_of_the_proxy_run(grad_accum):
     shards = corpus(200)
     warmup = PhaseConfig(mode=Mode.PARALLEL, rate_start=0.2, rate_end=0.9, fraction=0.5)
     steady = PhaseConfig(mode=Mode.TRANSLATION, rate_start=0.9)
-    schedule = Schedule(ScheduleConfig(phases=[warmup, steady]), total_steps=30)
-    proxy_loader = make(shards, schedule, seed=7, pad_below=4)
-    proxy_raw, proxy_compressed = views([proxy_loader.next_batch(step) for step in range(30)])
-    raw_only_loader = make(shards, schedule, seed=7, pad_below=4, drop=True)
+    steps = 30 // grad_accum
+    schedule = Schedule(ScheduleConfig(phases=[warmup, steady]), total_steps=steps)
+    proxy_loader = make(shards, schedule, seed=7, pad_below=4, grad_accum=grad_accum)
+    proxy_batches = [proxy_loader.next_batch(step) for step in range(steps) for _ in range(grad_accum)]
+    proxy_raw, proxy_compressed = views(proxy_batches)
+    raw_only_loader = make(shards, schedule, seed=7, pad_below=4, drop=True, grad_accum=grad_accum)
     raw_only = [raw_only_loader.next_batch(0)]
-    while raw_only_loader.schedule_step < 30:  # the step the proxy run is at when it draws the next document
-        raw_only.append(raw_only_loader.next_batch(len(raw_only)))
+    while raw_only_loader.schedule_step < steps:  # the step the proxy run is at when it draws the next document
+        raw_only.append(raw_only_loader.next_batch(len(raw_only) // grad_accum))
     assert len(raw_only) < 30  # the same raw documents for less compute
     dropped_raw, dropped_compressed = views(raw_only)
     assert dropped_compressed == 0 and proxy_compressed > 0

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 from proxylm.cli import main
 from proxylm.config import ConfigError, to_dict

@@ -116,6 +116,7 @@ class Loader:
         n_raw_heads: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        grad_accum: int = 1,
     ):
         if not 0 <= rank < world_size:
             raise UserError(f"rank {rank} is outside a world of {world_size}")
@@ -127,13 +128,14 @@ class Loader:
         self.pack_cfg = pack
         self.rank = rank
         self.world_size = world_size
+        self.grad_accum = grad_accum  # batches per optimiser step: the schedule advances once per step
         self.mixer = Mixer(mix)
         self.packer = Packer(pack, n_main_heads, n_raw_heads)
         self.documents = len(shards)
         self.per_epoch = self.documents // world_size  # documents per rank per epoch
         self.epoch = 0
         self.cursor = 0  # next position of this rank's share of the epoch
-        self.proxy_step: int | None = None  # drop_compressed: the step the proxy run is at
+        self.proxy_step: int | None = None  # drop_compressed: the batch the proxy run is at (counted in batches)
         self.proxy_length = 0  # drop_compressed: the proxy run's uncut stream length
         self._block: _Draws | None = None  # a cache, rebuilt from (epoch, cursor) on demand
 
@@ -143,7 +145,7 @@ class Loader:
         """The batch of `step`. With drop_compressed, only the first call's step counts: from there
         the loader follows the step of the matching proxy run (`schedule_step`)."""
         if self.mix_cfg.drop_compressed and self.proxy_step is None:
-            self.proxy_step = step
+            self.proxy_step = step * self.grad_accum
         while not self.packer.ready():
             self._add_document(step)
         return self.packer.pop_batch()
@@ -151,7 +153,7 @@ class Loader:
     @property
     def schedule_step(self) -> int | None:
         """The step whose schedule point applies to the next document (drop_compressed only)."""
-        return self.proxy_step
+        return None if self.proxy_step is None else self.proxy_step // self.grad_accum
 
     @property
     def documents_seen(self) -> int:
@@ -179,7 +181,7 @@ class Loader:
             while self.proxy_length >= self.packer.needed:  # the proxy run has cut a batch
                 self.proxy_length -= self.pack_cfg.tokens_per_batch
                 self.proxy_step += 1
-            step = self.proxy_step
+            step = self.proxy_step // self.grad_accum
         point = self.schedule.at(step)
         if self.mix_cfg.drop_compressed and point.rate >= 1.0:
             raise UserError(

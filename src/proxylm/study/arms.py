@@ -191,6 +191,7 @@ def replay_loader(cfg: TrainConfig, total_steps: int, world_size: int):
     return Loader(
         shards, Schedule(cfg.schedule, total_steps), cfg.mix, cfg.pack,
         n_main_heads=model_cfg.n_main_heads, n_raw_heads=model_cfg.n_raw_heads, rank=0, world_size=world_size,
+        grad_accum=cfg.run.grad_accum,
     )
 
 

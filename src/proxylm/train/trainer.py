@@ -142,6 +142,7 @@ def setup(cfg: TrainConfig, info: DistInfo) -> Job:
     loader = Loader(
         shards, Schedule(cfg.schedule, plan.total_steps), cfg.mix, cfg.pack,
         n_main_heads=model_cfg.n_main_heads, n_raw_heads=model_cfg.n_raw_heads, rank=info.rank, world_size=info.world_size,
+        grad_accum=cfg.run.grad_accum,
     )
     counters = Counters()
     if resume_from is not None:
