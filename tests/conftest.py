@@ -11,3 +11,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def write_stdlib_jsonl(path, files: int, chars: int):
+    """The first `chars` characters of the first `files` standard-library modules, as JSONL at `path`."""
+    import json
+    import os
+    from pathlib import Path
+
+    with Path(path).open("w") as fh:
+        for source in sorted(Path(os.__file__).parent.glob("*.py"))[:files]:
+            fh.write(json.dumps({"text": source.read_text(errors="replace")[:chars]}) + "\n")
+    return path

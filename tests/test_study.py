@@ -2,10 +2,10 @@
 a rerun retrains nothing, a changed config is refused, bad configs fail with their key."""
 
 import json
-import os
 from pathlib import Path
 
 import pytest
+from conftest import write_stdlib_jsonl
 
 from proxylm.cli import main
 from proxylm.config import ConfigError, to_dict
@@ -39,12 +39,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """Sixty standard-library modules (the first 2 kB of each) as JSONL."""
-    stdlib = Path(os.__file__).parent
-    path = tmp_path_factory.mktemp("corpus") / "docs.jsonl"
-    with path.open("w") as fh:
-        for source in sorted(stdlib.glob("*.py"))[:60]:
-            fh.write(json.dumps({"text": source.read_text(errors="replace")[:2000]}) + "\n")
-    return path
+    return write_stdlib_jsonl(tmp_path_factory.mktemp("corpus") / "docs.jsonl", files=60, chars=2000)
 
 
 def write_config(directory: Path, corpus: Path, arms=ARMS_UNDER_TEST) -> Path:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import write_stdlib_jsonl
 import torch
 from safetensors.torch import load_file
 
@@ -38,12 +39,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """A few dozen standard-library modules (the first 3 kB of each) as JSONL."""
-    stdlib = Path(os.__file__).parent
-    path = tmp_path_factory.mktemp("corpus") / "docs.jsonl"
-    with path.open("w") as fh:
-        for source in sorted(stdlib.glob("*.py"))[:40]:
-            fh.write(json.dumps({"text": source.read_text(errors="replace")[:3000]}) + "\n")
-    return path
+    return write_stdlib_jsonl(tmp_path_factory.mktemp("corpus") / "docs.jsonl", files=40, chars=3000)
 
 
 @pytest.fixture(scope="module")

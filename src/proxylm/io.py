@@ -54,3 +54,17 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def read_json(path: str | Path, hint: str = "") -> Any | None:
+    """The parsed contents of a JSON file, None if it does not exist; a UserError naming the file
+    and line if it is not valid JSON (`hint` says what the user can do about it)."""
+    from proxylm.errors import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON (line {exc.lineno}): {exc.msg}{hint}") from None

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 
 from proxylm import vocab
 from proxylm.errors import UserError
+from proxylm.io import read_json
 
 LN2 = math.log(2.0)
 
@@ -350,7 +351,7 @@ class EvalCheckpoint:
 
         path = resolve_checkpoint(path)
         model = load_model(path, device=device).eval()
-        return cls(path, model, _read_json(path / "data.json"), _train_schedule(path))
+        return cls(path, model, read_json(path / "data.json"), _train_schedule(path))
 
     @property
     def view(self) -> View:
@@ -367,16 +368,6 @@ class EvalCheckpoint:
             raise UserError(f"{self.path} records no compressor (no data.json); pass --shards DIR of a preparation")
         return compress.load(self.data_info["compressor"]["config"], Path(self.data_info["shards"]))
 
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    import json
-
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON (line {exc.lineno}): {exc.msg}") from None
 
 
 def _train_schedule(path: Path) -> dict[str, Any] | None:

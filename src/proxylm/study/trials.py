@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from proxylm import io
 from proxylm.config import ConfigError, from_dict, to_dict
 from proxylm.errors import UserError
 from proxylm.study.arms import ARMS, ArmContext, planned_steps
@@ -118,12 +119,7 @@ def train_fingerprint(train_cfg: TrainConfig) -> str:
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON (line {exc.lineno}): {exc.msg}; delete it to redo that step") from None
+    return io.read_json(path, hint="; delete it to redo that step")
 
 
 @dataclass
