@@ -18,8 +18,10 @@ from proxylm.data.corpus import (
     CorpusConfig,
     CorpusError,
     CorpusKind,
+    Document,
     SkipReason,
     Split,
+    cut_pieces,
     hash_unit,
     iter_split,
     open_corpus,
@@ -258,3 +260,37 @@ def test_sample_is_bounded_deterministic_and_a_prefix_of_the_hash_order(tmp_path
     assert sum(len(d.data) for d in ranked[: len(sample) + 1]) > 2000  # the next one would not fit
     assert len(sample_documents(docs, salt="x", max_docs=7)) == 7
     assert sample_documents(docs, salt="a", max_docs=20) != sample_documents(docs, salt="b", max_docs=20)
+
+
+# ---- pieces ----------------------------------------------------------------------------------
+
+
+def test_pieces_tile_the_document_end_at_newlines_and_never_cut_a_character():
+    text = ("def f():\n    return 'é'\n" * 40).encode() + "ü".encode() * 90
+    pieces = cut_pieces(Document("a.py", text), 64)
+    assert b"".join(p.data for p in pieces) == text
+    assert all(len(p.data) <= 64 for p in pieces)
+    assert [p.piece for p in pieces] == list(range(len(pieces)))
+    assert {p.id for p in pieces} == {"a.py"} and pieces[3].key == "a.py@3"
+    lines = [p for p in pieces if b"\n" in p.data[:-1] or p.data.endswith(b"\n")]
+    assert all(p.data.endswith(b"\n") for p in lines[:-1])  # cut after a newline while one is in reach
+    assert [p.data.decode("utf-8") for p in pieces]  # never inside a character
+
+
+def test_pieces_are_near_equal_so_no_crumb_is_left_at_the_end():
+    text = b"".join(b"line %04d of a long file\n" % i for i in range(200))  # 5,000 bytes
+    sizes = [len(p.data) for p in cut_pieces(Document("b.py", text), 4096)]
+    assert len(sizes) == 2 and min(sizes) > 2000  # two halves, not 4,096 + 904
+
+
+def test_a_document_that_fits_stays_whole_with_its_own_id():
+    doc = Document("c.py", b"x = 1\n")
+    assert cut_pieces(doc, 64) == [doc] and doc.key == "c.py"
+    long = Document("d.py", b"y = 2\n" * 100)
+    assert cut_pieces(long, None) == [long]
+
+
+def test_a_line_longer_than_the_cap_is_cut_inside_the_line():
+    text = b"x" * 1000 + b"\n"
+    pieces = cut_pieces(Document("e.py", text), 256)
+    assert b"".join(p.data for p in pieces) == text and max(len(p.data) for p in pieces) <= 256

@@ -419,3 +419,42 @@ def test_damaged_shard_files_are_named(tmp_path, corpus_path):
     np.save(shard / "raw.idx.npy", np.zeros(5, dtype=np.int64))
     with pytest.raises(ShardsError, match=rf"{shard / 'raw.idx.npy'}: 5 offsets, the shard's meta says 16 documents"):
         Shards.open(out).raw(16)
+
+
+def test_long_documents_become_pieces_that_share_their_documents_split(tmp_path):
+    lines = "".join(f"row_{i} = {i}  # a line of a long module\n" for i in range(120))
+    path = tmp_path / "long.jsonl"
+    with open(path, "w") as fh:
+        for i in range(40):
+            fh.write(json.dumps({"id": f"doc{i}", "text": lines if i % 4 == 0 else f"x = {i}\n"}) + "\n")
+    manifest = prepare(path, "raw", tmp_path / "out", val_fraction=0.3, max_piece_bytes=512)
+    long_docs = 10
+    pieces_per_long = -(-len(lines) // 512)
+    assert manifest["documents"] == 40 and manifest["max_piece_bytes"] == 512
+    assert manifest["pieces"] == 30 + long_docs * pieces_per_long
+    assert sum(s["pieces"] for s in manifest["splits"].values()) == manifest["pieces"]
+    stored = {}
+    for split in ("train", "val"):
+        shards = Shards.open(tmp_path / "out", split)
+        assert manifest["splits"][split]["pieces"] == len(shards)
+        for i in range(len(shards)):
+            key, data = shards.doc_id(i), shards.raw(i).tobytes()
+            assert len(data) <= 512
+            doc = key.split("@")[0]
+            assert split_of(doc, 0.3).value == split  # every piece on its document's side
+            stored[key] = data
+    for i in range(0, 40, 4):  # the pieces of a document, in order, give it back
+        keys = sorted((k for k in stored if k.startswith(f"doc{i}@")), key=lambda k: int(k.split("@")[1]))
+        assert len(keys) == pieces_per_long and "".join(stored[k].decode() for k in keys) == lines
+
+
+def test_a_config_asking_for_other_pieces_than_the_shards_hold_is_refused(tmp_path, corpus_path):
+    from proxylm.errors import UserError
+    from proxylm.train.config import DataConfig
+    from proxylm.train.trainer import check_pieces
+
+    prepare(corpus_path, "raw", tmp_path / "out", max_piece_bytes=256)
+    shards = Shards.open(tmp_path / "out")
+    check_pieces(DataConfig(shards=str(tmp_path / "out"), max_piece_bytes=256), shards)
+    with pytest.raises(UserError, match="max_piece_bytes is 512 .* pieces of 256 bytes"):
+        check_pieces(DataConfig(shards=str(tmp_path / "out"), max_piece_bytes=512), shards)

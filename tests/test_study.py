@@ -5,6 +5,8 @@ import json
 from pathlib import Path
 
 import pytest
+
+from proxylm.data.shards import Shards
 from conftest import write_stdlib_jsonl
 
 from proxylm.cli import main
@@ -23,7 +25,7 @@ arms: [{arms}]
 seeds: [0]
 sizes:
   - {{name: micro, preset: small, model: {{dim: 32, n_layers: 1, n_heads: 2}}, flops: 3.0e+8}}
-data: {{corpus: {corpus}, val_fraction: 0.1, fit_bytes: 200000, chunk_bytes: 768}}
+data: {{corpus: {corpus}, val_fraction: 0.1, fit_bytes: 200000, max_piece_bytes: 768}}
 compressors: {{bpe: "bpe:vocab=300"}}
 train:
   pack: {{seq_len: 64, batch_size: 2}}
@@ -139,9 +141,10 @@ def test_a_tiny_study_runs_in_parts_and_a_rerun_redoes_nothing(tmp_path, corpus,
         assert (out / "figures" / name).read_bytes().startswith(PNG_MAGIC)
     stability = json.loads((out / "stability.json").read_text())
     assert [row["proxy"] for row in stability["rows"]] == ["bpe"]
-    trained_files = {json.loads(line)["id"].split("#")[0] for line in (out / "data/train-chunks.jsonl").open()}
-    held_out = {doc_id.split("#")[0] for doc_id, _ in study.run.eval_documents(load_study_config(config))}
-    assert held_out and trained_files and not held_out & trained_files  # no chunk of an evaluation document is trained on
+    train_shards = Shards.open(out / "data/bpe", "train")
+    trained_files = {train_shards.doc_id(i).split("@")[0] for i in range(len(train_shards))}
+    held_out = {key.split("@")[0] for key, _ in study.run.eval_documents(load_study_config(config))}
+    assert held_out and trained_files and not held_out & trained_files  # no piece of an evaluation document is trained on
     final = {arm: Path(r["train"]["checkpoint"]) for arm, r in results.items()}
     assert all(sorted(p.name for p in path.parent.glob("step-*")) == [path.name] for path in final.values())
 
@@ -195,17 +198,6 @@ def test_the_cli_reports_config_errors_as_one_line(tmp_path, capsys):
     assert main(["study", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("proxylm: error:") and "proxy-zstd" in err and len(err.strip().splitlines()) == 1
-
-
-def test_chunks_tile_the_document_and_end_at_newlines_or_whole_characters():
-    from proxylm.study.run import chunk_document
-
-    text = ("def f():\n    return 'é'\n" * 40).encode() + "ü".encode() * 90
-    pieces = chunk_document(text, 64)
-    assert b"".join(pieces) == text
-    assert all(len(p) <= 64 for p in pieces)
-    assert all(p.endswith(b"\n") for p in pieces[:-3])  # cut after a newline while one is in reach
-    assert [p.decode("utf-8") for p in pieces]  # never inside a character
 
 
 def test_trials_run_whole_seeds_in_order_with_extra_seeds_for_some_arms():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from proxylm.data.corpus import DEFAULT_MAX_DOC_BYTES, CorpusKind
+from proxylm.data.corpus import DEFAULT_MAX_DOC_BYTES, DEFAULT_MAX_PIECE_BYTES, CorpusKind
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--field", default="text", help="JSONL/parquet field holding the text (default text)")
     parser.add_argument("--max-doc-bytes", type=int, default=DEFAULT_MAX_DOC_BYTES, metavar="N", help="skip larger documents (default 1 MiB = 1048576)")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="use only the first N usable documents")
+    parser.add_argument("--max-piece-bytes", type=int, default=DEFAULT_MAX_PIECE_BYTES, metavar="N",
+                        help=f"cut longer documents into pieces of at most N bytes at line ends; 0 keeps them whole (default {DEFAULT_MAX_PIECE_BYTES})")
     # splitting and sharding
     parser.add_argument("--val-fraction", type=float, default=0.02, metavar="F", help="share of documents in the validation split (default 0.02)")
     parser.add_argument("--shard-docs", type=int, default=4096, metavar="N", help="documents per shard at most (default 4096)")
@@ -49,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         shard_docs=args.shard_docs,
         shard_bytes=int(args.shard_mb * 1e6),
         fit_bytes=int(args.fit_mb * 1e6),
+        max_piece_bytes=args.max_piece_bytes or None,
     )
     manifest = run_prepare(config, progress=True)
     print(summary(manifest, args.out))
@@ -59,12 +62,13 @@ def summary(manifest: dict, out: str) -> str:
     run = manifest["run"]
     lines = [
         f"prepared {manifest['corpus']['source']} with {manifest['compressor']['spec']} into {out}",
-        f"  documents {manifest['documents']:,}  raw bytes {manifest['raw_bytes']:,}  symbols {manifest['symbols']:,}"
+        f"  documents {manifest['documents']:,} in {manifest['pieces']:,} pieces of <= {manifest['max_piece_bytes'] or 'any'} bytes"
+        f"  raw bytes {manifest['raw_bytes']:,}  symbols {manifest['symbols']:,}"
         f"  ratio {manifest['ratio']:.3f}  alphabet {manifest['compressor']['alphabet_size']:,}",
     ]
     for name, split in manifest["splits"].items():
         lines.append(
-            f"  {name:<5} {split['documents']:>9,} docs  {split['raw_bytes']:>13,} bytes  {split['symbols']:>13,} symbols"
+            f"  {name:<5} {split['documents']:>9,} docs {split['pieces']:>9,} pieces  {split['raw_bytes']:>13,} bytes  {split['symbols']:>13,} symbols"
             f"  {len(split['shards'])} shard(s)"
         )
     fit = manifest["compressor"].get("fit")

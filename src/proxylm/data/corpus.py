@@ -19,6 +19,11 @@ Design choices:
   by reason; `strict=True` turns the first one into a CorpusError naming file and line.
 - A document is "empty" when it holds only whitespace: it teaches a model nothing.
 - Streaming throughout: memory is one document (or one parquet record batch) at a time.
+- Pieces (`cut_pieces`): `prepare` cuts a long document into pieces of at most `max_piece_bytes`,
+  at line ends where there are lines, into near-equal parts (no crumbs at the end). Each piece
+  keeps its document's id, so the split, a hash of that id, puts every piece of a document on
+  the same side; a piece's own key is `id@k`. Training then mixes many pieces per batch instead
+  of one long file filling dozens of consecutive batches (DESIGN.md section 5).
 """
 
 from __future__ import annotations
@@ -41,6 +46,11 @@ from typing import Any
 from proxylm.errors import UserError
 
 DEFAULT_MAX_DOC_BYTES = 1 << 20  # 1 MiB: the largest stdlib module (pydoc topics) is ~0.75 MB
+# 4 KiB pieces: ~1,400 BPE tokens, so a translation pair of a whole piece (~5.5k positions) fits an
+# 8k context and several fit the paper's 16k rows; code files have a median of ~6.5 KB (stdlib), so
+# most documents stay one or two pieces. Runs with short rows (512-position CPU configs) prepare
+# with shorter pieces, so that their pairs fit a row.
+DEFAULT_MAX_PIECE_BYTES = 4096
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
 PARQUET_SUFFIXES = (".parquet",)
 GLOB_CHARS = "*?["
@@ -79,7 +89,13 @@ class SkipReason(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class Document:
     id: str  # stable across runs: relative path, path:line, path#row, or the record's own id
-    data: bytes  # valid UTF-8, not blank
+    data: bytes  # valid UTF-8, not blank (a piece may be blank)
+    piece: int | None = None  # index of this piece within its document; None: the whole document
+
+    @property
+    def key(self) -> str:
+        """The id a shard stores: the document's id, or `id@k` for its k-th piece."""
+        return self.id if self.piece is None else f"{self.id}@{self.piece}"
 
 
 @dataclass
@@ -229,6 +245,43 @@ def sample_documents(
             total -= len(evicted.data)
             cutoff = min(cutoff, -neg_key)
     return [doc for _, _, doc in sorted(heap, key=lambda item: -item[0])]
+
+
+# ---- pieces ------------------------------------------------------------------------------------
+
+
+def cut_pieces(doc: Document, max_piece_bytes: int | None) -> list[Document]:
+    """The document itself if it fits, else its pieces of at most `max_piece_bytes` bytes (in order).
+
+    A document of n bytes becomes k = ceil(n / max) pieces of about n / k bytes each: each cut is
+    made after the last newline between half and all of that target, else after the first newline
+    up to the cap, else at a character boundary near the target.
+    """
+    data = doc.data
+    if not max_piece_bytes or len(data) <= max_piece_bytes:
+        return [doc]
+    pieces, start = [], 0
+    while start < len(data):
+        end = _piece_end(data, start, max_piece_bytes)
+        pieces.append(Document(id=doc.id, data=data[start:end], piece=len(pieces)))
+        start = end
+    return pieces
+
+
+def _piece_end(data: bytes, start: int, cap: int) -> int:
+    remaining = len(data) - start
+    if remaining <= cap:
+        return len(data)
+    target = start + -(-remaining // -(-remaining // cap))  # ceil(remaining / ceil(remaining / cap))
+    newline = data.rfind(b"\n", start + (target - start) // 2, target)
+    if newline < 0:
+        newline = data.find(b"\n", target, start + cap)
+    if newline >= 0:
+        return newline + 1
+    end = target
+    while end > start + 1 and (data[end] & 0xC0) == 0x80:  # never cut inside a UTF-8 character
+        end -= 1
+    return end
 
 
 # ---- resolving a source ------------------------------------------------------------------------

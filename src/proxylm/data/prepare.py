@@ -3,8 +3,8 @@
     manifest = prepare("stdlib", "bpe:vocab=8192", "runs/stdlib-bpe", workers=2)
 
 Design choices:
-- Streaming: the main process reads documents, routes each to its split by a hash of its id,
-  and cuts each split into shards of at most `shard_docs` documents / `shard_bytes` bytes.
+- Streaming: the main process reads documents, cuts long ones into pieces (`cut_pieces`), routes
+  each piece to its document's split by a hash of the document's id, and cuts each split into shards of at most `shard_docs` documents / `shard_bytes` bytes.
   Workers only encode; at most a few chunks are in flight, so memory is bounded by about two
   shards' bytes whatever the corpus size.
 - Workers are spawned processes (not forked: the parent may hold tokenizer thread pools) that
@@ -44,11 +44,13 @@ from proxylm import compress
 from proxylm.compress import Compressor, CompressorError
 from proxylm.data.corpus import (
     DEFAULT_MAX_DOC_BYTES,
+    DEFAULT_MAX_PIECE_BYTES,
     Corpus,
     CorpusConfig,
     CorpusError,
     Document,
     Split,
+    cut_pieces,
     iter_split,
     sample_documents,
     split_of,
@@ -91,6 +93,8 @@ class PrepareConfig:
     """... or at this many raw bytes, whichever comes first."""
     fit_bytes: int = 32_000_000
     """Trainable compressors are fitted on a hash-sampled part of the train split up to this many bytes."""
+    max_piece_bytes: int | None = DEFAULT_MAX_PIECE_BYTES
+    """Documents longer than this are stored as pieces of at most this many bytes (None: whole)."""
 
     def __post_init__(self) -> None:
         if not self.compressor or not str(self.compressor).strip():
@@ -103,6 +107,8 @@ class PrepareConfig:
             raise ConfigError(f"shard_docs and shard_bytes must be >= 1, got {self.shard_docs}, {self.shard_bytes}")
         if self.fit_bytes < 1:
             raise ConfigError(f"fit_bytes must be >= 1, got {self.fit_bytes}")
+        if self.max_piece_bytes is not None and self.max_piece_bytes < 16:
+            raise ConfigError(f"max_piece_bytes must be >= 16 or None, got {self.max_piece_bytes}")
 
     def fingerprint_data(self) -> dict[str, Any]:
         """Everything that changes what is written (not workers or strict)."""
@@ -114,6 +120,7 @@ class PrepareConfig:
             "val_fraction": self.val_fraction,
             "shard": [self.shard_docs, self.shard_bytes],
             "fit_bytes": self.fit_bytes,
+            "max_piece_bytes": self.max_piece_bytes,
         }
 
 
@@ -131,6 +138,7 @@ def prepare(
     shard_docs: int = 4096,
     shard_bytes: int = 64_000_000,
     fit_bytes: int = 32_000_000,
+    max_piece_bytes: int | None = DEFAULT_MAX_PIECE_BYTES,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Compress a corpus into shards under `out`; returns the manifest (also written to out/manifest.json)."""
@@ -145,6 +153,7 @@ def prepare(
         shard_docs=shard_docs,
         shard_bytes=shard_bytes,
         fit_bytes=fit_bytes,
+        max_piece_bytes=max_piece_bytes,
     )
     return run_prepare(config, progress=progress)
 
@@ -167,12 +176,12 @@ def run_prepare(config: PrepareConfig, *, progress: bool = False) -> dict[str, A
     pipeline = _ShardPipeline(config, out, saved, state["config"], fingerprint)
     with pipeline, _progress_bar(corpus, progress) as bar:
         for doc in corpus:
-            pipeline.add(doc)
+            for piece in cut_pieces(doc, config.max_piece_bytes):
+                pipeline.add(piece)
             bar.update(len(doc.data))
         bar.total = bar.n  # the size hint counts skipped files and JSON syntax too
     entries = pipeline.entries
-    documents = sum(e["documents"] for split in entries.values() for e in split)
-    if documents == 0:
+    if not any(e["documents"] for split in entries.values() for e in split):
         raise CorpusError(f"corpus '{config.corpus.source}': no usable documents ({_skips(corpus)})")
     remove_stale_shards(out, entries)
     manifest = build_manifest(config, corpus, saved, state, fingerprint, entries, pipeline)
@@ -292,6 +301,7 @@ class _ShardPipeline:
         self.pending: deque[tuple[ShardWriter, Split, int, list[Document], Future | _Done, bool]] = deque()
         self.open_writers: list[ShardWriter] = []
         self.written = self.reused = 0
+        self.source_documents = {split: 0 for split in Split}  # documents, as opposed to stored pieces
         self.saved = saved
         self.pool: ProcessPoolExecutor | None = None  # started on the first chunk: a full resume needs none
         self.max_in_flight = 2 * config.workers
@@ -316,10 +326,11 @@ class _ShardPipeline:
         return {split: [metas[i] | {"name": shard_name(i)} for i in sorted(metas)] for split, metas in self.metas.items()}
 
     def add(self, doc: Document) -> None:
-        split = split_of(doc.id, self.config.val_fraction)
+        split = split_of(doc.id, self.config.val_fraction)  # the document's id: its pieces stay together
         slot = self.slots[split] or self._open_slot(split)
-        slot.hasher.update(doc.id, doc.data)
+        slot.hasher.update(doc.key, doc.data)
         slot.docs += 1
+        self.source_documents[split] += doc.piece in (None, 0)
         slot.nbytes += len(doc.data)
         if slot.writer is None:
             slot.buffered.append(doc)
@@ -391,7 +402,7 @@ class _ShardPipeline:
             results = future.result()
             self.pending.popleft()
             for doc, (symbols, side) in zip(chunk, results):
-                writer.add(doc.id, doc.data, symbols, side)
+                writer.add(doc.key, doc.data, symbols, side)
             if last:
                 self.metas[split][index] = writer.finish()
                 self.open_writers.remove(writer)
@@ -446,7 +457,9 @@ def build_manifest(
 ) -> dict[str, Any]:
     from proxylm import __version__
 
-    splits = {split.value: _split_summary(split_entries) for split, split_entries in entries.items()}
+    splits = {
+        split.value: _split_summary(split_entries, pipeline.source_documents[split]) for split, split_entries in entries.items()
+    }
     raw_bytes = sum(s["raw_bytes"] for s in splits.values())
     symbols = sum(s["symbols"] for s in splits.values())
     side_dtypes = {e["side_dtype"] for split_entries in entries.values() for e in split_entries}
@@ -464,6 +477,8 @@ def build_manifest(
             "fit": state.get("fit"),
         },
         "documents": sum(s["documents"] for s in splits.values()),
+        "pieces": sum(s["pieces"] for s in splits.values()),
+        "max_piece_bytes": config.max_piece_bytes,
         "raw_bytes": raw_bytes,
         "symbols": symbols,
         "ratio": round(raw_bytes / symbols, 4) if symbols else None,
@@ -483,11 +498,13 @@ def build_manifest(
     }
 
 
-def _split_summary(entries: list[dict[str, Any]]) -> dict[str, Any]:
+def _split_summary(entries: list[dict[str, Any]], documents: int) -> dict[str, Any]:
+    """Figures of one split; a shard's "documents" are the pieces it stores."""
     raw_bytes = sum(e["raw_bytes"] for e in entries)
     symbols = sum(e["symbols"] for e in entries)
     return {
-        "documents": sum(e["documents"] for e in entries),
+        "documents": documents,
+        "pieces": sum(e["documents"] for e in entries),
         "raw_bytes": raw_bytes,
         "symbols": symbols,
         "ratio": round(raw_bytes / symbols, 4) if symbols else None,

@@ -117,10 +117,9 @@ class DataSection:
     """Only the first this-many documents of the corpus (the same slice for every proxy)."""
     val_fraction: float = 0.05
     """Share of documents held out (by a hash of their id): the evaluation documents."""
-    chunk_bytes: int | None = None
-    """Cut every document into pieces of at most this many bytes (after a newline where possible)
-    before preparing and evaluating: on a small budget, many short documents per batch keep the
-    share of compressed views near p and let a translation pair fit in one context. None: whole documents."""
+    max_piece_bytes: int | None = 4096
+    """Documents are prepared (and evaluated) as pieces of at most this many bytes (`prepare
+    --max-piece-bytes`): short pieces let a translation pair fit in one row. None: whole documents."""
     fit_bytes: int = 8_000_000
     """Bytes of the train split that trainable compressors (BPE) are fitted on."""
     workers: int = 1
@@ -133,8 +132,8 @@ class DataSection:
             raise ConfigError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.limit is not None and self.limit < 2:
             raise ConfigError(f"data.limit must be >= 2 or null, got {self.limit}")
-        if self.chunk_bytes is not None and self.chunk_bytes < 16:
-            raise ConfigError(f"data.chunk_bytes must be >= 16 or null, got {self.chunk_bytes}")
+        if self.max_piece_bytes is not None and self.max_piece_bytes < 16:
+            raise ConfigError(f"data.max_piece_bytes must be >= 16 or null, got {self.max_piece_bytes}")
         if self.fit_bytes < 1 or self.workers < 1:
             raise ConfigError("data.fit_bytes and data.workers must be >= 1")
 

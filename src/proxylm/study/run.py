@@ -112,53 +112,16 @@ def prepare_data(cfg: StudyConfig, ctx: ArmContext) -> None:
         if missing:
             raise UserError(f"{missing[0]} is not prepared; run `proxylm study CONFIG --parts prepare` without torchrun first")
         return
-    corpus, limit = (chunked_corpus(cfg), None) if cfg.data.chunk_bytes else (cfg.data.corpus, cfg.data.limit)
     for proxy in needed_proxies(cfg):  # BPE first: the neural proxy's byte LM trains on its shards
         spec = ctx.specs.spec(proxy)
         if proxy is Proxy.NEURAL:
             spec += f",model={compressor_lm(cfg, ctx).resolve()}"
         say(f"study: preparing {proxy.value} ({spec}) in {ctx.shards[proxy]}")
         prepare(
-            corpus, spec, ctx.shards[proxy], workers=cfg.data.workers, limit=limit,
-            val_fraction=cfg.data.val_fraction, fit_bytes=cfg.data.fit_bytes, progress=True,
+            cfg.data.corpus, spec, ctx.shards[proxy], workers=cfg.data.workers, limit=cfg.data.limit,
+            val_fraction=cfg.data.val_fraction, fit_bytes=cfg.data.fit_bytes,
+            max_piece_bytes=cfg.data.max_piece_bytes, progress=True,
         )
-
-
-def chunk_document(data: bytes, chunk_bytes: int) -> list[bytes]:
-    """Pieces of at most chunk_bytes, each cut after its last newline in reach, else at a character boundary."""
-    pieces, start = [], 0
-    while start < len(data):
-        end = min(start + chunk_bytes, len(data))
-        if end < len(data):
-            newline = data.rfind(b"\n", start, end)
-            whole_characters = data[start:end].decode("utf-8", "ignore").encode("utf-8")  # drops a cut character
-            end = newline + 1 if newline >= start else start + max(1, len(whole_characters))
-        pieces.append(data[start:end])
-        start = end
-    return pieces
-
-
-def chunked_corpus(cfg: StudyConfig) -> str:
-    """A JSONL of the training documents' chunks (`data.limit` first documents, val documents left
-    out, so no chunk of an evaluation document is trained on), written once into the data directory."""
-    import json
-
-    from proxylm.data.corpus import Split, open_corpus, split_of
-    from proxylm.io import atomic_path
-
-    path = data_dir(cfg) / "train-chunks.jsonl"
-    recipe = {"corpus": cfg.data.corpus, "limit": cfg.data.limit, "val_fraction": cfg.data.val_fraction, "chunk_bytes": cfg.data.chunk_bytes}
-    recipe_path = path.with_suffix(".json")
-    if path.is_file() and read_json(recipe_path) == recipe:
-        return str(path)
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        for doc in open_corpus(cfg.data.corpus, limit=cfg.data.limit):
-            if split_of(doc.id, cfg.data.val_fraction) is Split.VAL:
-                continue
-            for k, piece in enumerate(chunk_document(doc.data, cfg.data.chunk_bytes)):
-                fh.write(json.dumps({"id": f"{doc.id}#{k}", "text": piece.decode("utf-8")}) + "\n")
-    atomic_write_json(recipe_path, recipe)
-    return str(path)
 
 
 def compressor_lm(cfg: StudyConfig, ctx: ArmContext) -> Path:
@@ -279,18 +242,16 @@ def evaluate_trial(cfg: StudyConfig, ctx: ArmContext, trial: Trial, docs: list[t
 
 def eval_documents(cfg: StudyConfig) -> list[tuple[str, bytes]]:
     """The held-out documents every arm is scored on: a hash sample of the whole corpus's val split
-    (chunked like the training documents when data.chunk_bytes is set), each cut short."""
-    from proxylm.data.corpus import Document, Split, iter_split, open_corpus, sample_documents
+    (in pieces like the training documents), each cut short."""
+    from proxylm.data.corpus import Split, cut_pieces, iter_split, open_corpus, sample_documents
     from proxylm.probes.stability import truncate_utf8
 
     val = iter_split(open_corpus(cfg.data.corpus), Split.VAL, cfg.data.val_fraction)
-    if cfg.data.chunk_bytes:
-        val = (Document(f"{doc.id}#{k}", piece) for doc in val
-               for k, piece in enumerate(chunk_document(doc.data, cfg.data.chunk_bytes)) if piece.strip())
+    val = (piece for doc in val for piece in cut_pieces(doc, cfg.data.max_piece_bytes) if piece.data.strip())
     sample = sample_documents(val, salt="study-eval", max_docs=cfg.eval.docs)
     if not sample:
         raise UserError(f"corpus '{cfg.data.corpus}' has no val documents at data.val_fraction={cfg.data.val_fraction}; raise it")
-    return [(d.id, truncate_utf8(d.data, cfg.eval.max_doc_bytes)) for d in sample]
+    return [(d.key, truncate_utf8(d.data, cfg.eval.max_doc_bytes)) for d in sample]
 
 
 def checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:

@@ -66,8 +66,12 @@ class DataConfig:
     """Split of the shards to train on."""
     workers: int = 1
     """Processes for a first-use prepare."""
+    max_piece_bytes: int | None = None
+    """Pieces the shards must hold (`prepare --max-piece-bytes`); None: prepare's default, not checked."""
 
     def __post_init__(self) -> None:
+        if self.max_piece_bytes is not None and self.max_piece_bytes < 16:
+            raise ConfigError(f"data.max_piece_bytes must be >= 16, got {self.max_piece_bytes}")
         if not self.shards:
             raise ConfigError("data.shards is required: the directory of prepared shards")
         if self.corpus is not None and self.compressor is None:

@@ -169,7 +169,8 @@ def open_shards(cfg: DataConfig, info: DistInfo) -> Shards:
             if info.is_main:
                 from proxylm.data.prepare import prepare
 
-                prepare(cfg.corpus, cfg.compressor, cfg.shards, workers=cfg.workers, progress=True)
+                pieces = {} if cfg.max_piece_bytes is None else {"max_piece_bytes": cfg.max_piece_bytes}
+                prepare(cfg.corpus, cfg.compressor, cfg.shards, workers=cfg.workers, progress=True, **pieces)
             barrier(info)
     try:
         shards = Shards.open(cfg.shards, cfg.split)
@@ -178,7 +179,19 @@ def open_shards(cfg: DataConfig, info: DistInfo) -> Shards:
         raise UserError(f"data.shards: {exc}{hint}") from None
     if cfg.compressor is not None:
         check_compressor(cfg.compressor, shards)
+    check_pieces(cfg, shards)
     return shards
+
+
+def check_pieces(cfg: DataConfig, shards: Shards) -> None:
+    """The shards must be cut into the pieces the config asks for, when it asks."""
+    prepared = shards.manifest.get("max_piece_bytes")
+    if cfg.max_piece_bytes is not None and prepared != cfg.max_piece_bytes:
+        raise UserError(
+            f"data.max_piece_bytes is {cfg.max_piece_bytes} but {cfg.shards} was prepared with pieces of "
+            f"{prepared or 'any'} bytes; prepare it again (`proxylm prepare --max-piece-bytes {cfg.max_piece_bytes}`) "
+            "or point data.shards at another directory"
+        )
 
 
 def check_compressor(spec: str, shards: Shards) -> None:
