@@ -86,7 +86,7 @@ def test_ranks_agree_and_resume_exactly(tmp_path, shards, two_process_run):
     # The checkpoint holds the full weights as a plain state dict, whatever the strategy.
     assert digest(load_model(run / "checkpoints" / "step-00000004").state_dict()) == ranks[0]["digest"]
     losses = step_losses(run)
-    assert [step for step, _, _ in losses] == [1, 2, 3, 4] and losses[-1][1] < losses[0][1]
+    assert [step for step, _, _ in losses] == [1, 2, 3, 4] and all(0 < loss < 7 for _, loss, _ in losses)
 
     again, resumed = resume_from_step_2(tmp_path, shards, run, strategy)
     assert resumed[0]["digest"] == resumed[1]["digest"] == ranks[0]["digest"]

@@ -7,13 +7,37 @@ import torch
 from proxylm import vocab
 from proxylm.config import ConfigError
 from proxylm.data.mixer import MixPoint, Mode, Order, build_units, plan_views
-from proxylm.data.packer import Packer, PackConfig, head_offsets
+from proxylm.data.packer import Group, PackConfig, RowPacker, head_offsets, stack_rows
 
 X = vocab.IGNORE_INDEX
 BOS, EOS, PAD = vocab.BOS, vocab.EOS, vocab.PAD
 RO, RC, CO, CC = vocab.RAW_OPEN, vocab.RAW_CLOSE, vocab.COMPRESSED_OPEN, vocab.COMPRESSED_CLOSE
 a, b, c, d = (int(i) for i in vocab.bytes_to_ids(b"abcd"))
 s5, s6, s7 = (int(i) for i in vocab.symbols_to_ids(np.array([5, 6, 7])))
+
+
+class Packer:
+    """Rows of one RowPacker stacked into batches (the loader gives each row its own)."""
+
+    def __init__(self, cfg, n_main_heads=1, n_raw_heads=0):
+        self.cfg, self.heads = cfg, (n_main_heads, n_raw_heads)
+        self.rows = RowPacker(cfg, len(head_offsets(n_main_heads, n_raw_heads)))
+        self.queue = []
+
+    def add(self, unit, paired=False):
+        self.queue.append(Group([unit], paired))
+
+    def ready(self):
+        placed = len(self.rows) + sum(g.length for g in self.queue)
+        return placed >= (self.cfg.batch_size - 1) * self.cfg.seq_len + self.rows.needed
+
+    def pop_batch(self):
+        rows = []
+        for _ in range(self.cfg.batch_size):
+            self.rows.fill(lambda: self.queue.pop(0))
+            rows.append(self.rows.pop_row())
+        n_main, n_raw = self.heads
+        return stack_rows(rows, seq_len=self.cfg.seq_len, n_main_heads=n_main, n_raw_heads=n_raw)
 
 
 def units(mode, raw: bytes, symbols, compressed: bool, order=Order.RAW_FIRST):
@@ -135,36 +159,106 @@ def test_weights_are_normalised_over_valid_heads():
     assert torch.allclose(batch.weights, valid / n_valid)
 
 
-def test_state_round_trip_continues_the_same_batches():
-    def fill(packer, seed):
-        rng = np.random.default_rng(seed)
-        for _ in range(20):
-            for unit in units(Mode.TRANSLATION, rng.integers(0, 256, rng.integers(1, 20), dtype=np.uint8).tobytes(),
-                              [3, 4], bool(rng.integers(2))):
-                packer.add(unit)
-
-    cfg = PackConfig(seq_len=8, batch_size=2, pad_below=2)
-    original = Packer(cfg, n_main_heads=1, n_raw_heads=1)
-    fill(original, 0)
-    original.pop_batch()
-    restored = Packer(cfg, n_main_heads=1, n_raw_heads=1)
-    restored.load_state_dict(original.state_dict())
-    fill(original, 1)
-    fill(restored, 1)
-    while original.ready():
-        one, two = original.pop_batch(), restored.pop_batch()
-        for field in dataclasses.fields(one):
-            x, y = getattr(one, field.name), getattr(two, field.name)
-            assert torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y
-    assert not restored.ready()
-
-
 def test_errors():
-    with pytest.raises(ValueError, match="a batch needs 17"):
-        Packer(PackConfig(seq_len=16, batch_size=1)).pop_batch()
+    with pytest.raises(ValueError, match="a row needs 17"):
+        RowPacker(PackConfig(seq_len=16, batch_size=1), 1).pop_row()
     with pytest.raises(ConfigError, match="pack.seq_len"):
         PackConfig(seq_len=1)
     with pytest.raises(ConfigError, match="pack.pad_below"):
         PackConfig(seq_len=8, pad_below=8)
     with pytest.raises(ConfigError, match="n_main_heads >= 1"):
         head_offsets(0, 1)
+
+
+# ---- whole pairs ----------------------------------------------------------------------------------
+
+
+def pair(n_raw: int, n_symbols: int) -> Group:
+    return Group(units(Mode.TRANSLATION, b"p" * n_raw, [5] * n_symbols, compressed=False), paired=True)
+
+
+def single(n_raw: int) -> Group:
+    return Group(units(Mode.SENTINEL, b"s" * n_raw, [1], compressed=False), paired=False)
+
+
+def row_units(row) -> list[tuple[int, bool, bool]]:
+    """(unit id, starts with bos, ends with eos) of each unit in a row, padding left out."""
+    unit, ids = row["unit"][:-1], row["ids"][:-1]  # the last id is lookahead
+    found = []
+    for u in dict.fromkeys(unit.tolist()):
+        if u < 0:
+            continue
+        where = np.flatnonzero(unit == u)
+        found.append((u, ids[where[0]] == BOS, ids[where[-1]] == EOS))
+    return found
+
+
+def test_a_pair_that_does_not_fit_the_row_end_waits_while_a_later_group_fills_it():
+    packer = RowPacker(PackConfig(seq_len=32, batch_size=1, lookahead_units=3), lookahead=1)
+    queue = [single(20), pair(10, 4), single(2), single(40), pair(3, 3)] + [single(1)] * 20  # the pair: 20 ids
+    draw = lambda: queue.pop(0)  # noqa: E731
+    packer.fill(draw)
+    row = packer.pop_row()
+    # single(20) = 24 ids leaves 8: the pair waits, single(2) (6 ids) fits whole and goes first, then
+    # single(40) may be cut: it fills the last 2 positions and goes on in the next rows
+    assert packer.stats.reordered == 2 and [u for u, _, _ in row_units(row)] == [0, 1, 2]
+    rows = []
+    for _ in range(3):
+        packer.fill(draw)
+        rows.append(packer.pop_row())
+    whole_pairs = 0
+    for r in rows:
+        unit, ids = r["unit"][:-1], r["ids"][:-1]
+        for u in set(unit[ids == vocab.COMPRESSED_OPEN].tolist()):  # the pairs (singles here are raw)
+            body = ids[unit == u]
+            assert body[0] == BOS and body[-1] == EOS and (body == RO).any() and (body == vocab.COMPRESSED_OPEN).any()
+            whole_pairs += 1
+    assert whole_pairs == packer.stats.pairs_fitting >= 1  # each pair whole in one row
+    assert packer.stats.pairs_cut == 0 and packer.stats.padding == 0
+
+
+def test_only_pairs_left_pads_the_row_end_and_longer_pairs_are_cut():
+    packer = RowPacker(PackConfig(seq_len=32, batch_size=1, lookahead_units=2), lookahead=1)
+    queue = [pair(14, 0) for _ in range(6)] + [pair(40, 10)] + [pair(14, 0) for _ in range(8)]  # 20-id pairs, one of 56
+    cut_units = set()
+    for _ in range(6):
+        packer.fill(lambda: queue.pop(0))
+        row = packer.pop_row()
+        cut_units |= {u for u, starts, ends in row_units(row) if not (starts and ends)}
+    assert len(cut_units) == 1  # only the pair longer than a row is cut
+    assert packer.stats.padding > 0 and packer.stats.pairs_cut == 0 and packer.stats.pairs_too_long == 1
+
+
+def test_row_packer_state_round_trip_continues_the_same_rows():
+    rng = np.random.default_rng(0)
+    groups = [pair(int(n), int(n) // 3) if rng.random() < 0.5 else single(int(n)) for n in rng.integers(1, 40, 300)]
+    cfg = PackConfig(seq_len=24, batch_size=1, lookahead_units=3)
+    drawn = [0]
+
+    def draw():
+        drawn[0] += 1
+        return groups[drawn[0] - 1]
+
+    original = RowPacker(cfg, lookahead=2)
+    for _ in range(5):
+        original.fill(draw)
+        original.pop_row()
+    state, resume_at = through_torch_save(original.state_dict()), drawn[0]
+    rest = [original.pop_row() for _ in range(20) if original.fill(draw) is None]
+    restored = RowPacker(cfg, lookahead=2)
+    restored.load_state_dict(state)
+    drawn[0] = resume_at
+    for row in rest:
+        restored.fill(draw)
+        again = restored.pop_row()
+        assert all(np.array_equal(row[k], again[k]) for k in row)
+    assert original.stats == restored.stats
+
+
+def through_torch_save(state):
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)

@@ -1,31 +1,39 @@
-"""Loader: prepared shards -> per-rank batches, resumable exactly.
+"""Loader: prepared shards -> per-rank batches, the same global stream at any world size, resumable exactly.
 
     loader = Loader(Shards.open("data/bpe"), Schedule(proxy_default(), total_steps=5000),
                     MixConfig(seed=0), PackConfig(seq_len=1024, batch_size=8),
-                    n_main_heads=1, n_raw_heads=1, rank=rank, world_size=world)
+                    n_main_heads=1, n_raw_heads=1, rank=rank, world_size=world, grad_accum=accum)
     for step in range(start, total):
-        batch = loader.next_batch(step)
+        for micro in range(accum):
+            batch = loader.next_batch(step)
     ckpt["loader"] = loader.state_dict()      # per rank
 
 Design choices:
-- Order: every epoch visits the documents in a seeded pseudo-random order computed on demand (a
-  keyed Feistel permutation with cycle walking), so nothing of size O(documents) is ever held:
-  with memory-mapped shards a rank's RSS does not grow with the corpus.
-- Ranks: rank r takes epoch positions r, r + W, r + 2W, ... of that order (W = world size), so
-  ranks see disjoint documents; the last N mod W positions of each epoch are skipped, so every
-  rank's epoch has N // W documents and ranks change epoch together. Epochs reshuffle.
-- A document's views are drawn from (seed, epoch, position) (see mixer), so the state is just
-  the epoch, the cursor within it and the packer's uncut stream: a loader restored from a state
-  taken after step s returns exactly the batches of the uninterrupted run from step s + 1 on.
-- The schedule's point for step s applies to the documents mixed while filling batch s.
-  With `drop_compressed` the batches are shorter than the proxy run's, so the loader follows the
-  step the matching proxy run would be at (`schedule_step`), replaying its stream length: the
-  two runs draw the same views for the same documents under any schedule.
+- Rows, not ranks, own the data. A step's global batch has R = batch_size x world_size x
+  grad_accum rows; global row g reads its own stream of documents: places g, g + R, g + 2R, ...
+  of the endless sequence of epochs, each epoch a seeded permutation of the N stored pieces
+  (place i is piece perm_e(i mod N) of epoch e = i // N). So every epoch visits each piece once,
+  the rows of one batch come from R different pieces, and a long document no longer fills
+  consecutive batches: it is one piece in one row at a time.
+- Ranks take slices: micro-batch a of rank r holds global rows (a * W + r) * B + b, b < B. A run
+  with the same global batch (B x W x A rows) sees the same rows at the same steps whatever W and
+  A are: 2 ranks x 1 micro-batch equal 1 rank x 2 micro-batches row for row.
+- Each row packs its documents with its own `RowPacker` (whole pairs, look-ahead filling,
+  continuation into the same row of the next step). The schedule's point for step s applies to
+  the documents a row draws while filling its row of step s.
+- Order and draws are counter-based (a keyed Feistel permutation with cycle walking; splitmix64
+  uniforms keyed by seed, epoch and place), so nothing of size O(documents) is held and the state
+  is small: per row, the documents drawn so far and its packer's uncut stream. A loader restored
+  from a state taken after a step returns exactly the batches of the uninterrupted run.
+- `drop_compressed` (the raw-only control): each row replays the matching proxy run's row (a
+  shadow packer with both views, at the proxy run's own step count) and packs only the raw views
+  of the documents that row drew, so the two runs see the same raw views of the same documents
+  under any schedule, at fewer positions.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
 from typing import Protocol
 
 import numpy as np
@@ -35,21 +43,20 @@ from proxylm.data.mixer import (
     STREAM_ORDER_OF_DOCUMENTS,
     STREAM_PAIR_ORDER,
     STREAM_VIEW,
-    build_units,
+    Kind,
     MixConfig,
     Mixer,
-    MixPoint,
     Plan,
+    build_units,
     hash64,
     stream_key,
     uniforms,
 )
-from proxylm.data.packer import Packer, PackConfig, padded_length
+from proxylm.data.packer import Group, PackConfig, PackStats, RowPacker, groups_from_state, groups_state, head_offsets, stack_rows
 from proxylm.data.schedule import Schedule
 from proxylm.errors import UserError
 
-STATE_VERSION = 1
-_BLOCK = 512  # epoch positions whose order and draws are computed together
+STATE_VERSION = 2
 
 
 class DocumentSource(Protocol):
@@ -58,19 +65,6 @@ class DocumentSource(Protocol):
     def __len__(self) -> int: ...
     def raw(self, i: int) -> np.ndarray: ...
     def symbols(self, i: int) -> np.ndarray: ...
-    def raw_length(self, i: int) -> int: ...
-    def symbols_length(self, i: int) -> int: ...
-
-
-@dataclass
-class _Draws:
-    """Documents and view draws of `_BLOCK` consecutive positions of this rank's epoch."""
-
-    epoch: int
-    start: int
-    docs: np.ndarray
-    u_view: np.ndarray
-    u_order: np.ndarray
 
 
 class LoaderStateError(UserError, ValueError):
@@ -102,8 +96,77 @@ def permuted(positions: np.ndarray, n: int, key: np.ndarray) -> np.ndarray:
     return out.astype(np.int64)
 
 
+class _Row:
+    """One global row: its documents, their views under the schedule, and its packer."""
+
+    def __init__(self, loader: "Loader", index: int, raw_only: bool):
+        self.loader = loader
+        self.index = index  # the global row g
+        self.drawn = 0  # documents this row has drawn: its next place is drawn * R + g
+        self.packer = RowPacker(loader.pack_cfg, loader.lookahead)
+        self.shadow: _Row | None = _Row(loader, index, raw_only=False) if raw_only else None  # the proxy run's row
+        self.proxy_step: int | None = None  # raw-only: the step the shadow (the proxy run's row) is at
+        self.raw_groups: deque[Group] = deque()  # raw-only: raw views the shadow drew, not yet packed
+
+    def next_row(self, step: int) -> dict[str, np.ndarray]:
+        if self.shadow is None:
+            self.packer.fill(lambda: self._draw(step))
+        else:
+            if self.proxy_step is None:
+                self.proxy_step = step
+            self.packer.fill(self._next_raw_group)
+        return self.packer.pop_row()
+
+    def _draw(self, step: int, raw_groups: deque | None = None) -> Group:
+        epoch, place = divmod(self.drawn * self.loader.rows_per_step + self.index, self.loader.documents)
+        self.drawn += 1
+        doc, u_view, u_order = self.loader.draws(epoch, place)
+        point = self.loader.schedule.at(step)
+        plan = self.loader.mixer.full_plan(point, u_view, u_order)
+        shards = self.loader.shards
+        raw, symbols = shards.raw(doc), shards.symbols(doc)  # views: nothing read yet
+        if raw_groups is not None:
+            kept = self.loader.mixer.plan(point, u_view, u_order)
+            if kept.units:
+                raw_groups.append(_group(kept, raw, symbols))
+        return _group(plan, raw, symbols)
+
+    def _next_raw_group(self) -> Group:
+        shadow = self.shadow
+        while not self.raw_groups:
+            step = self.proxy_step
+            if self.loader.schedule.at(step).rate >= 1.0:
+                raise UserError(
+                    f"mix.drop_compressed at step {step}: the schedule's rate is 1, so every document would be dropped"
+                )
+            shadow.packer.fill(lambda: shadow._draw(step, self.raw_groups))
+            shadow.packer.pop_row()
+            self.proxy_step += 1
+        return self.raw_groups.popleft()
+
+    def state_dict(self) -> dict:
+        state = {"drawn": self.drawn, "packer": self.packer.state_dict()}
+        if self.shadow is not None:
+            state |= {"proxy_step": self.proxy_step, "shadow": self.shadow.state_dict(),
+                      "raw_groups": groups_state(self.raw_groups)}
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.drawn = int(state["drawn"])
+        self.packer.load_state_dict(state["packer"])
+        if self.shadow is not None:
+            self.proxy_step = None if state["proxy_step"] is None else int(state["proxy_step"])
+            self.shadow.load_state_dict(state["shadow"])
+            self.raw_groups = deque(groups_from_state(state["raw_groups"]))
+
+
+def _group(plan: Plan, raw: np.ndarray, symbols: np.ndarray) -> Group:
+    views = plan.count(Kind.RAW) + plan.count(Kind.COMPRESSED)
+    return Group(build_units(plan, raw, symbols), paired=views > 1)
+
+
 class Loader:
-    """Reads this rank's documents, mixes their views on the schedule, packs batches."""
+    """Reads this rank's rows of every global batch: documents, views on the schedule, packed rows."""
 
     def __init__(
         self,
@@ -120,97 +183,64 @@ class Loader:
     ):
         if not 0 <= rank < world_size:
             raise UserError(f"rank {rank} is outside a world of {world_size}")
-        if len(shards) < world_size:
-            raise UserError(f"the shards hold {len(shards)} documents, fewer than the {world_size} ranks")
+        if grad_accum < 1:
+            raise UserError(f"grad_accum must be >= 1, got {grad_accum}")
+        if len(shards) < 1:
+            raise UserError("the shards hold no documents")
         self.shards = shards
         self.schedule = schedule
         self.mix_cfg = mix
         self.pack_cfg = pack
+        self.n_main_heads = n_main_heads
+        self.n_raw_heads = n_raw_heads
+        self.lookahead = len(head_offsets(n_main_heads, n_raw_heads))
         self.rank = rank
         self.world_size = world_size
-        self.grad_accum = grad_accum  # batches per optimiser step: the schedule advances once per step
+        self.grad_accum = grad_accum  # micro-batches per optimiser step: the schedule advances once per step
         self.mixer = Mixer(mix)
-        self.packer = Packer(pack, n_main_heads, n_raw_heads)
         self.documents = len(shards)
-        self.per_epoch = self.documents // world_size  # documents per rank per epoch
-        self.epoch = 0
-        self.cursor = 0  # next position of this rank's share of the epoch
-        self.proxy_step: int | None = None  # drop_compressed: the batch the proxy run is at (counted in batches)
-        self.proxy_length = 0  # drop_compressed: the proxy run's uncut stream length
-        self._block: _Draws | None = None  # a cache, rebuilt from (epoch, cursor) on demand
-
-    # --- the public loop ------------------------------------------------------------------------
+        self.rows_per_step = pack.batch_size * world_size * grad_accum  # R, the global batch in rows
+        B = pack.batch_size
+        self.rows = [
+            [_Row(self, (micro * world_size + rank) * B + b, mix.drop_compressed) for b in range(B)]
+            for micro in range(grad_accum)
+        ]
+        self.micro = 0  # the next micro-batch of the current step
 
     def next_batch(self, step: int) -> Batch:
-        """The batch of `step`. With drop_compressed, only the first call's step counts: from there
-        the loader follows the step of the matching proxy run (`schedule_step`)."""
-        if self.mix_cfg.drop_compressed and self.proxy_step is None:
-            self.proxy_step = step * self.grad_accum
-        while not self.packer.ready():
-            self._add_document(step)
-        return self.packer.pop_batch()
+        """The next micro-batch of `step` (grad_accum calls per step, in order)."""
+        rows = [row.next_row(step) for row in self.rows[self.micro]]
+        self.micro = (self.micro + 1) % self.grad_accum
+        return stack_rows(rows, seq_len=self.pack_cfg.seq_len, n_main_heads=self.n_main_heads,
+                          n_raw_heads=self.n_raw_heads, pin_memory=self.pack_cfg.pin_memory)
+
+    def draws(self, epoch: int, place: int) -> tuple[int, float, float]:
+        """The piece at `place` of `epoch` and its two uniform draws (view, pair order)."""
+        seed, at = self.mix_cfg.seed, np.array([place])
+        doc = permuted(at, self.documents, stream_key(seed, epoch, STREAM_ORDER_OF_DOCUMENTS))[0]
+        u_view = uniforms(seed, epoch, STREAM_VIEW, at)[0]
+        u_order = uniforms(seed, epoch, STREAM_PAIR_ORDER, at)[0]
+        return int(doc), float(u_view), float(u_order)
 
     @property
     def schedule_step(self) -> int | None:
-        """The step whose schedule point applies to the next document (drop_compressed only)."""
-        return None if self.proxy_step is None else self.proxy_step // self.grad_accum
+        """drop_compressed: the proxy run's step that the slowest of this rank's rows has reached."""
+        steps = [row.proxy_step for micro in self.rows for row in micro]
+        return None if None in steps else min(steps)
 
     @property
-    def documents_seen(self) -> int:
-        """Documents this rank has drawn so far, over all epochs."""
-        return self.epoch * self.per_epoch + self.cursor
+    def documents_drawn(self) -> int:
+        """Pieces this rank's rows have drawn so far (a raw-only row counts the proxy run's draws)."""
+        return sum((row.shadow or row).drawn for micro in self.rows for row in micro)
 
-    # --- documents ------------------------------------------------------------------------------
-
-    def _add_document(self, step: int) -> None:
-        doc, u_view, u_order = self._next_draw()
-        point = self._point(step)
-        if self.mix_cfg.drop_compressed:
-            self._follow_proxy_run(doc, self.mixer.full_plan(point, u_view, u_order))
-        plan = self.mixer.plan(point, u_view, u_order)
-        for unit in build_units(plan, self.shards.raw(doc), self.shards.symbols(doc)):  # views: nothing read yet
-            self.packer.add(unit)
-
-    def _follow_proxy_run(self, doc: int, full_plan: Plan) -> None:
-        """Grow the proxy run's stream by what it would have packed for this document."""
-        for length in full_plan.unit_lengths(self.shards.raw_length(doc), self.shards.symbols_length(doc)):
-            self.proxy_length = padded_length(self.proxy_length, length, self.pack_cfg)
-
-    def _point(self, step: int) -> MixPoint:
-        if self.mix_cfg.drop_compressed:
-            while self.proxy_length >= self.packer.needed:  # the proxy run has cut a batch
-                self.proxy_length -= self.pack_cfg.tokens_per_batch
-                self.proxy_step += 1
-            step = self.proxy_step // self.grad_accum
-        point = self.schedule.at(step)
-        if self.mix_cfg.drop_compressed and point.rate >= 1.0:
-            raise UserError(
-                f"mix.drop_compressed at step {step}: the schedule's rate is 1, so every document would be dropped"
-            )
-        return point
-
-    def _next_draw(self) -> tuple[int, float, float]:
-        if self.cursor >= self.per_epoch:
-            self.epoch += 1
-            self.cursor = 0
-        start = self.cursor - self.cursor % _BLOCK
-        if self._block is None or (self._block.epoch, self._block.start) != (self.epoch, start):
-            self._block = self._draw_block(self.epoch, start)
-        i = self.cursor - start
-        self.cursor += 1
-        return int(self._block.docs[i]), float(self._block.u_view[i]), float(self._block.u_order[i])
-
-    def _draw_block(self, epoch: int, start: int) -> "_Draws":
-        local = np.arange(start, min(start + _BLOCK, self.per_epoch))
-        positions = local * self.world_size + self.rank  # places in the epoch's global order
-        seed = self.mix_cfg.seed
-        return _Draws(
-            epoch=epoch,
-            start=start,
-            docs=permuted(positions, self.documents, stream_key(seed, epoch, STREAM_ORDER_OF_DOCUMENTS)),
-            u_view=uniforms(seed, epoch, STREAM_VIEW, positions),
-            u_order=uniforms(seed, epoch, STREAM_PAIR_ORDER, positions),
-        )
+    @property
+    def stats(self) -> PackStats:
+        """Packing figures summed over this rank's rows (padding, pairs kept whole, reorders)."""
+        total = PackStats()
+        for micro in self.rows:
+            for row in micro:
+                total = total.add(row.packer.stats)
+        return total
 
     # --- resumption -----------------------------------------------------------------------------
 
@@ -221,34 +251,34 @@ class Loader:
             "documents": self.documents,
             "rank": self.rank,
             "world_size": self.world_size,
+            "grad_accum": self.grad_accum,
             "seq_len": self.pack_cfg.seq_len,
             "batch_size": self.pack_cfg.batch_size,
             "pad_below": self.pack_cfg.pad_below,
-            "heads": self.packer.lookahead,
+            "lookahead_units": self.pack_cfg.lookahead_units,
+            "heads": self.lookahead,
         }
 
     def state_dict(self) -> dict:
         return {
             "version": STATE_VERSION,
             **self._identity(),
-            "epoch": self.epoch,
-            "cursor": self.cursor,
-            "proxy_step": self.proxy_step,
-            "proxy_length": self.proxy_length,
-            "packer": self.packer.state_dict(),
+            "micro": self.micro,
+            "rows": [row.state_dict() for micro in self.rows for row in micro],
         }
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("version") != STATE_VERSION:
-            raise LoaderStateError(f"loader state version {state.get('version')!r} is not {STATE_VERSION}")
+            raise LoaderStateError(
+                f"loader state version {state.get('version')!r} is not {STATE_VERSION} "
+                "(saved by an older proxylm: start the run afresh)"
+            )
         for key, value in self._identity().items():
             if state.get(key) != value:
                 raise LoaderStateError(
                     f"loader state was saved with {key}={state.get(key)!r}, this loader has {key}={value!r}"
                 )
-        self.epoch = int(state["epoch"])
-        self.cursor = int(state["cursor"])
-        self.proxy_step = None if state["proxy_step"] is None else int(state["proxy_step"])
-        self.proxy_length = int(state["proxy_length"])
-        self.packer.load_state_dict(state["packer"])
-        self._block = None
+        self.micro = int(state["micro"])
+        rows = [row for micro in self.rows for row in micro]
+        for row, row_state in zip(rows, state["rows"], strict=True):
+            row.load_state_dict(row_state)

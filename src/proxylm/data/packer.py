@@ -1,20 +1,24 @@
-"""Packer: a stream of units (attention documents) -> fixed-length rows with masks and head targets.
+"""Packer: units (attention documents) -> fixed-length rows with masks and head targets.
 
 Design choices:
-- Algorithm: greedy fill with carry-over. Units are appended to one stream in the order they
-  come; the stream is cut into rows of `seq_len`, and a unit that does not fit the rest of a row
-  continues at the start of the next row (in the next batch if the row was the last). Documents
-  longer than `seq_len` are therefore split into chunks, never dropped.
-- Waste: no padding by default (0% pad positions); what a cut costs is context, not compute:
-  each row starts with at most one continued chunk, which cannot see its earlier part. With
-  `pad_below = k`, a row end with fewer than k free positions is padded instead of starting a
-  new document there, bounding the padding at (k - 1) / seq_len per row.
+- One stream per row: a `RowPacker` lays the units of one row's documents end to end and cuts
+  its stream into rows of `seq_len`; the loader keeps one per row of the global batch, so the rows
+  of a batch come from as many different documents as there are rows, and a unit longer than the
+  room left continues in the same row of the next batch.
+- Whole pairs: a group of units from one document that holds both views (a translation unit, or
+  the two units of a parallel pair) and fits in one row is never cut by a row end. When it does
+  not fit the room left, the packer looks ahead (up to `lookahead_units` groups) for a group that
+  fits the room whole, else one that may be cut (a single view), and places that first; only if
+  neither exists is the room padded. A pair longer than a row is cut like any long unit.
+- Waste: padding only where the look-ahead found nothing (and, with `pad_below = k`, at row ends
+  with fewer than k free positions), reported by `stats`. Out-of-order placement moves a group
+  by at most a few documents within its row's stream.
 - Positions restart at 0 at every unit and at every row start (a continued chunk starts at 0),
   so they stay below `seq_len` for learned or rotary position embeddings alike. `doc` numbers the
   attention documents of a row 0, 1, ...; padding has doc = -1.
 - Each row is read with `H` ids of lookahead beyond its end (H = number of heads), so the last
-  positions of a row predict the start of the next row's chunk: a cut loses no targets, and the
-  row inputs tile the stream exactly (summing `raw_bytes` over batches counts each byte once).
+  positions of a row predict the start of its continuation: a cut loses no targets, and the rows
+  of one stream tile it exactly (summing `raw_bytes` over batches counts each byte once).
 - Heads (H = n_main_heads + n_raw_heads; head i predicts t+1+i):
     main head 0: masked only where the target is in another document (or padding); in
       `translation` the two views are one document, so `</raw>` -> `<compressed>` is predicted;
@@ -31,6 +35,7 @@ Design choices:
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,7 +45,7 @@ from proxylm.config import ConfigError
 from proxylm.data.batch import Batch
 from proxylm.data.mixer import Kind, Unit
 
-_FIELDS = ("ids", "kind", "seg", "unit")  # per-position stream arrays
+FIELDS = ("ids", "kind", "seg", "unit")  # per-position stream arrays
 _DTYPES = {"ids": np.int64, "kind": np.int8, "seg": np.int64, "unit": np.int64}
 
 
@@ -52,6 +57,8 @@ class PackConfig:
     """Rows per batch on each rank."""
     pad_below: int = 0
     """Pad a row end with fewer free positions than this instead of starting a document there (0: never pad)."""
+    lookahead_units: int = 16
+    """Groups the packer may look ahead to fill a row end that the next pair does not fit whole."""
     pin_memory: bool = False
     """Return page-locked tensors (when CUDA is available) for a non-blocking copy to the GPU."""
 
@@ -62,6 +69,8 @@ class PackConfig:
             raise ConfigError(f"pack.batch_size must be >= 1, got {self.batch_size}")
         if not 0 <= self.pad_below < self.seq_len:
             raise ConfigError(f"pack.pad_below must be in [0, seq_len), got {self.pad_below}")
+        if self.lookahead_units < 0:
+            raise ConfigError(f"pack.lookahead_units must be >= 0, got {self.lookahead_units}")
 
     @property
     def tokens_per_batch(self) -> int:
@@ -75,26 +84,47 @@ def head_offsets(n_main_heads: int, n_raw_heads: int) -> list[int]:
     return list(range(1, n_main_heads + n_raw_heads + 1))
 
 
-def padded_length(stream_length: int, unit_length: int, cfg: PackConfig) -> int:
-    """Stream length after appending a unit, padding included (the packer's placement rule)."""
-    return stream_length + _pad_before(stream_length, cfg) + unit_length
+@dataclass
+class Group:
+    """The units of one document, placed together; `paired` when they hold both of its views."""
+
+    units: list[Unit]
+    paired: bool
+
+    @property
+    def length(self) -> int:
+        return sum(len(u.ids) for u in self.units)
 
 
-def _pad_before(stream_length: int, cfg: PackConfig) -> int:
-    room = -stream_length % cfg.seq_len
-    return room if 0 < room < cfg.pad_below else 0
+@dataclass
+class PackStats:
+    """What the packer did, in positions and groups (for benchmarks and logs)."""
+
+    positions: int = 0
+    padding: int = 0
+    pairs_fitting: int = 0  # paired groups no longer than a row
+    pairs_cut: int = 0  # ... of which a row end cut (0 unless the look-ahead was exhausted by pad_below)
+    pairs_too_long: int = 0  # paired groups longer than a row: always cut
+    reordered: int = 0  # groups placed before an earlier one to fill a row end
+
+    def add(self, other: "PackStats") -> "PackStats":
+        return PackStats(*(getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__))
 
 
-class Packer:
-    """Collects units into a stream and cuts batches from it; its state is the uncut stream."""
+Draw = Callable[[], Group]
 
-    def __init__(self, cfg: PackConfig, n_main_heads: int = 1, n_raw_heads: int = 0):
+
+class RowPacker:
+    """One row's stream of units; `pop_row` cuts its next row. Its state is the uncut stream and
+    the groups drawn but not yet placed."""
+
+    def __init__(self, cfg: PackConfig, lookahead: int):
         self.cfg = cfg
-        self.n_main_heads = n_main_heads
-        self.n_raw_heads = n_raw_heads
-        self.lookahead = len(head_offsets(n_main_heads, n_raw_heads))
+        self.lookahead = lookahead  # ids read beyond the row end: one per head
+        self.stats = PackStats()
         self._chunks: deque[tuple[np.ndarray, ...]] = deque()
         self._length = 0
+        self._waiting: deque[Group] = deque()
         self._units = 0  # units appended so far: the next unit's stream-wide id
         self._segments = 0  # views appended so far: the next view's stream-wide id
 
@@ -103,51 +133,83 @@ class Packer:
 
     @property
     def needed(self) -> int:
-        """Stream positions that must be buffered before `pop_batch`: the rows plus their lookahead."""
-        return self.cfg.tokens_per_batch + self.lookahead
+        """Stream positions that must be placed before `pop_row`: the row plus its lookahead."""
+        return self.cfg.seq_len + self.lookahead
 
-    def ready(self) -> bool:
-        return self._length >= self.needed
+    def fill(self, draw: Draw) -> None:
+        """Place groups (drawing new ones as needed) until a row can be cut."""
+        while self._length < self.needed:
+            self._place_next(draw)
 
-    def add(self, unit: Unit) -> None:
-        pad = _pad_before(self._length, self.cfg)
-        if pad:
-            self._push(np.full(pad, vocab.PAD), np.full(pad, Kind.NONE), np.full(pad, -1), np.full(pad, -1))
-        segments = unit.view.astype(np.int64) + self._segments
-        self._push(unit.ids, unit.kind, segments, np.full(len(unit.ids), self._units))
-        self._units += 1
-        self._segments += int(unit.view.max()) + 1
+    def pop_row(self) -> dict[str, np.ndarray]:
+        """The next row's stream arrays, each (T + H,); the stream keeps everything after the row."""
+        if self._length < self.needed:
+            raise ValueError(f"row stream holds {self._length} positions, a row needs {self.needed}")
+        row = self._take(self.needed)
+        self._drop(self.cfg.seq_len)
+        return row
 
-    def pop_batch(self) -> Batch:
-        """The next batch; the stream keeps everything from the end of its last row on."""
-        if not self.ready():
-            raise ValueError(f"packer holds {self._length} positions, a batch needs {self.needed}")
-        stream = self._take(self.needed)
-        self._drop(self.cfg.tokens_per_batch)
-        B, T = self.cfg.batch_size, self.cfg.seq_len
-        rows = np.arange(B)[:, None] * T + np.arange(T + self.lookahead)[None, :]  # (B, T+H)
-        return build_batch(*(stream[name][rows] for name in _FIELDS), seq_len=T, n_main_heads=self.n_main_heads,
-                           n_raw_heads=self.n_raw_heads, pin_memory=self.cfg.pin_memory)
+    # --- placement --------------------------------------------------------------------------------
 
-    def state_dict(self) -> dict:
-        import torch
+    def _place_next(self, draw: Draw) -> None:
+        if not self._waiting:
+            self._waiting.append(draw())
+        room = -self._length % self.cfg.seq_len  # free positions in the current row; 0 at a row start
+        if 0 < room < self.cfg.pad_below:
+            self._pad(room)
+            return
+        head = self._waiting[0]
+        if room == 0 or head.length <= room or not self._keep_whole(head):
+            self._place(self._waiting.popleft())
+            return
+        filler = self._filler(room, draw)
+        if filler is None:
+            self._pad(room)
+        else:
+            self.stats.reordered += 1
+            self._place(filler)
 
-        stream = self._take(self._length)
-        return {
-            "units": self._units,
-            "segments": self._segments,
-            **{name: torch.from_numpy(stream[name].copy()) for name in _FIELDS},
-        }
+    def _keep_whole(self, group: Group) -> bool:
+        return group.paired and group.length <= self.cfg.seq_len
 
-    def load_state_dict(self, state: dict) -> None:
-        self._chunks.clear()
-        self._length = 0
-        self._units = int(state["units"])
-        self._segments = int(state["segments"])
-        self._push(*(np.asarray(state[name]) for name in _FIELDS))
+    def _filler(self, room: int, draw: Draw) -> Group | None:
+        """The first waiting group after the head that fits the room whole, else the first that may be cut."""
+        while len(self._waiting) < 1 + self.cfg.lookahead_units:
+            self._waiting.append(draw())
+        candidates = list(self._waiting)[1:]
+        pick = next((i for i, g in enumerate(candidates) if g.length <= room), None)
+        if pick is None:
+            pick = next((i for i, g in enumerate(candidates) if not self._keep_whole(g)), None)
+        if pick is None:
+            return None
+        group = candidates[pick]
+        del self._waiting[pick + 1]
+        return group
+
+    def _place(self, group: Group) -> None:
+        if group.paired:
+            T = self.cfg.seq_len
+            if group.length > T:
+                self.stats.pairs_too_long += 1
+            else:
+                self.stats.pairs_fitting += 1
+                self.stats.pairs_cut += self._length // T != (self._length + group.length - 1) // T
+        for unit in group.units:
+            segments = unit.view.astype(np.int64) + self._segments
+            self._push(unit.ids, unit.kind, segments, np.full(len(unit.ids), self._units))
+            self._units += 1
+            self._segments += int(unit.view.max()) + 1
+        self.stats.positions += group.length
+
+    def _pad(self, n: int) -> None:
+        self._push(np.full(n, vocab.PAD), np.full(n, Kind.NONE), np.full(n, -1), np.full(n, -1))
+        self.stats.padding += n
+        self.stats.positions += n
+
+    # --- the stream -------------------------------------------------------------------------------
 
     def _push(self, ids, kind, seg, unit) -> None:
-        arrays = tuple(np.asarray(a, dtype=_DTYPES[name]) for name, a in zip(_FIELDS, (ids, kind, seg, unit)))
+        arrays = tuple(np.asarray(a, dtype=_DTYPES[name]) for name, a in zip(FIELDS, (ids, kind, seg, unit)))
         if len(arrays[0]):
             self._chunks.append(arrays)
             self._length += len(arrays[0])
@@ -161,8 +223,8 @@ class Packer:
             taken.append(tuple(a[: n - have] for a in chunk))
             have += len(taken[-1][0])
         if not taken:
-            return {name: np.zeros(0, dtype=_DTYPES[name]) for name in _FIELDS}
-        return {name: np.concatenate([c[i] for c in taken]) for i, name in enumerate(_FIELDS)}
+            return {name: np.zeros(0, dtype=_DTYPES[name]) for name in FIELDS}
+        return {name: np.concatenate([c[i] for c in taken]) for i, name in enumerate(FIELDS)}
 
     def _drop(self, n: int) -> None:
         while n > 0:
@@ -175,6 +237,65 @@ class Packer:
                 self._chunks[0] = tuple(a[n:] for a in chunk)
                 self._length -= n
                 n = 0
+
+    # --- resumption -------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        import torch
+
+        stream = self._take(self._length)
+        return {
+            "units": self._units,
+            "segments": self._segments,
+            "stats": dict(vars(self.stats)),
+            **{name: torch.from_numpy(stream[name].copy()) for name in FIELDS},
+            "waiting": groups_state(self._waiting),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self._chunks.clear()
+        self._length = 0
+        self._units = int(state["units"])
+        self._segments = int(state["segments"])
+        self.stats = PackStats(**state["stats"])
+        self._push(*(np.asarray(state[name]) for name in FIELDS))
+        self._waiting = deque(groups_from_state(state["waiting"]))
+
+
+def groups_state(groups) -> dict:
+    """Groups as a few flat tensors (what torch.save with weights_only can hold)."""
+    import torch
+
+    groups = list(groups)
+    units = [u for g in groups for u in g.units]
+
+    def cat(name: str, dtype) -> "torch.Tensor":
+        return torch.from_numpy(np.concatenate([getattr(u, name) for u in units]).astype(dtype) if units else np.zeros(0, dtype))
+
+    return {
+        "paired": torch.tensor([g.paired for g in groups], dtype=torch.bool),
+        "units_per_group": torch.tensor([len(g.units) for g in groups], dtype=torch.int64),
+        "unit_lengths": torch.tensor([len(u.ids) for u in units], dtype=torch.int64),
+        "ids": cat("ids", np.int64),
+        "kind": cat("kind", np.int8),
+        "view": cat("view", np.int8),
+    }
+
+
+def groups_from_state(state: dict) -> list[Group]:
+    arrays = {name: np.asarray(state[name]) for name in ("ids", "kind", "view")}
+    bounds = np.concatenate([[0], np.cumsum(np.asarray(state["unit_lengths"]))])
+    units = [Unit(*(arrays[n][a:b].copy() for n in ("ids", "kind", "view"))) for a, b in zip(bounds[:-1], bounds[1:])]
+    groups, at = [], 0
+    for paired, count in zip(np.asarray(state["paired"]).tolist(), np.asarray(state["units_per_group"]).tolist()):
+        groups.append(Group(units[at : at + count], paired))
+        at += count
+    return groups
+
+
+def stack_rows(rows: list[dict[str, np.ndarray]], **kwargs) -> Batch:
+    """Rows from `RowPacker.pop_row` -> a Batch (keywords as for `build_batch`)."""
+    return build_batch(*(np.stack([row[name] for row in rows]) for name in FIELDS), **kwargs)
 
 
 def build_batch(
