@@ -128,8 +128,7 @@ def test_the_global_stream_is_the_same_at_any_world_size_and_accumulation(drop):
 
 def test_every_epoch_visits_each_piece_once_and_epochs_reshuffle():
     loader = make(corpus(60), world_size=3)
-    first = [loader.draws(0, place)[0] for place in range(60)]
-    second = [loader.draws(1, place)[0] for place in range(60)]
+    first, second = loader.draws(np.arange(60))[0].tolist(), loader.draws(np.arange(60, 120))[0].tolist()
     assert sorted(first) == sorted(second) == list(range(60)) and first != second
 
 

@@ -57,6 +57,7 @@ from proxylm.data.schedule import Schedule
 from proxylm.errors import UserError
 
 STATE_VERSION = 2
+_BLOCK = 64  # a row's next documents whose order and draws are computed together
 
 
 class DocumentSource(Protocol):
@@ -103,6 +104,7 @@ class _Row:
         self.loader = loader
         self.index = index  # the global row g
         self.drawn = 0  # documents this row has drawn: its next place is drawn * R + g
+        self._block: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None  # a cache, rebuilt on demand
         self.packer = RowPacker(loader.pack_cfg, loader.lookahead)
         self.shadow: _Row | None = _Row(loader, index, raw_only=False) if raw_only else None  # the proxy run's row
         self.proxy_step: int | None = None  # raw-only: the step the shadow (the proxy run's row) is at
@@ -118,9 +120,7 @@ class _Row:
         return self.packer.pop_row()
 
     def _draw(self, step: int, raw_groups: deque | None = None) -> Group:
-        epoch, place = divmod(self.drawn * self.loader.rows_per_step + self.index, self.loader.documents)
-        self.drawn += 1
-        doc, u_view, u_order = self.loader.draws(epoch, place)
+        doc, u_view, u_order = self._next_draw()
         point = self.loader.schedule.at(step)
         plan = self.loader.mixer.full_plan(point, u_view, u_order)
         shards = self.loader.shards
@@ -130,6 +130,15 @@ class _Row:
             if kept.units:
                 raw_groups.append(_group(kept, raw, symbols))
         return _group(plan, raw, symbols)
+
+    def _next_draw(self) -> tuple[int, float, float]:
+        start = self.drawn - self.drawn % _BLOCK
+        if self._block is None or self._block[0] != start:
+            places = np.arange(start, start + _BLOCK) * self.loader.rows_per_step + self.index
+            self._block = (start, *self.loader.draws(places))
+        i = self.drawn - start
+        self.drawn += 1
+        return int(self._block[1][i]), float(self._block[2][i]), float(self._block[3][i])
 
     def _next_raw_group(self) -> Group:
         shadow = self.shadow
@@ -153,6 +162,7 @@ class _Row:
 
     def load_state_dict(self, state: dict) -> None:
         self.drawn = int(state["drawn"])
+        self._block = None
         self.packer.load_state_dict(state["packer"])
         if self.shadow is not None:
             self.proxy_step = None if state["proxy_step"] is None else int(state["proxy_step"])
@@ -214,13 +224,18 @@ class Loader:
         return stack_rows(rows, seq_len=self.pack_cfg.seq_len, n_main_heads=self.n_main_heads,
                           n_raw_heads=self.n_raw_heads, pin_memory=self.pack_cfg.pin_memory)
 
-    def draws(self, epoch: int, place: int) -> tuple[int, float, float]:
-        """The piece at `place` of `epoch` and its two uniform draws (view, pair order)."""
-        seed, at = self.mix_cfg.seed, np.array([place])
-        doc = permuted(at, self.documents, stream_key(seed, epoch, STREAM_ORDER_OF_DOCUMENTS))[0]
-        u_view = uniforms(seed, epoch, STREAM_VIEW, at)[0]
-        u_order = uniforms(seed, epoch, STREAM_PAIR_ORDER, at)[0]
-        return int(doc), float(u_view), float(u_order)
+    def draws(self, places: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The pieces at global `places` of the endless sequence of epochs (place i is place i mod N of
+        epoch i // N) and their two uniform draws (view, pair order)."""
+        epochs, at = np.divmod(np.asarray(places, dtype=np.int64), self.documents)
+        docs, u_view, u_order = np.empty(len(at), np.int64), np.empty(len(at)), np.empty(len(at))
+        seed = self.mix_cfg.seed
+        for epoch in np.unique(epochs).tolist():
+            mine = epochs == epoch
+            docs[mine] = permuted(at[mine], self.documents, stream_key(seed, epoch, STREAM_ORDER_OF_DOCUMENTS))
+            u_view[mine] = uniforms(seed, epoch, STREAM_VIEW, at[mine])
+            u_order[mine] = uniforms(seed, epoch, STREAM_PAIR_ORDER, at[mine])
+        return docs, u_view, u_order
 
     @property
     def schedule_step(self) -> int | None:

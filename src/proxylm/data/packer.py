@@ -7,9 +7,10 @@ Design choices:
   room left continues in the same row of the next batch.
 - Whole pairs: a group of units from one document that holds both views (a translation unit, or
   the two units of a parallel pair) and fits in one row is never cut by a row end. When it does
-  not fit the room left, the packer looks ahead (up to `lookahead_units` groups) for a group that
-  fits the room whole, else one that may be cut (a single view), and places that first; only if
-  neither exists is the room padded. A pair longer than a row is cut like any long unit.
+  not fit the room left, the packer looks ahead (up to `lookahead_units` groups, drawn one at a
+  time, so documents are drawn at most a few places early) for the first group that fits the room
+  whole or may be cut (a single view), and places that first; only if none exists is the room
+  padded. A pair longer than a row is cut like any long unit.
 - Waste: padding only where the look-ahead found nothing (and, with `pad_below = k`, at row ends
   with fewer than k free positions), reported by `stats`. Out-of-order placement moves a group
   by at most a few documents within its row's stream.
@@ -57,7 +58,7 @@ class PackConfig:
     """Rows per batch on each rank."""
     pad_below: int = 0
     """Pad a row end with fewer free positions than this instead of starting a document there (0: never pad)."""
-    lookahead_units: int = 16
+    lookahead_units: int = 8
     """Groups the packer may look ahead to fill a row end that the next pair does not fit whole."""
     pin_memory: bool = False
     """Return page-locked tensors (when CUDA is available) for a non-blocking copy to the GPU."""
@@ -173,18 +174,18 @@ class RowPacker:
         return group.paired and group.length <= self.cfg.seq_len
 
     def _filler(self, room: int, draw: Draw) -> Group | None:
-        """The first waiting group after the head that fits the room whole, else the first that may be cut."""
-        while len(self._waiting) < 1 + self.cfg.lookahead_units:
-            self._waiting.append(draw())
-        candidates = list(self._waiting)[1:]
-        pick = next((i for i, g in enumerate(candidates) if g.length <= room), None)
-        if pick is None:
-            pick = next((i for i, g in enumerate(candidates) if not self._keep_whole(g)), None)
-        if pick is None:
-            return None
-        group = candidates[pick]
-        del self._waiting[pick + 1]
-        return group
+        """The first waiting group after the head that fits the room whole or may be cut, drawing
+        new groups one at a time (at most `lookahead_units` waiting behind the head)."""
+        i = 1
+        while i <= self.cfg.lookahead_units:
+            if i == len(self._waiting):
+                self._waiting.append(draw())
+            group = self._waiting[i]
+            if group.length <= room or not self._keep_whole(group):
+                del self._waiting[i]
+                return group
+            i += 1
+        return None
 
     def _place(self, group: Group) -> None:
         if group.paired:
