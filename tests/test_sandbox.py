@@ -62,19 +62,45 @@ def test_a_50_gb_allocation_fails_cleanly():
 
 # --- the verdict ----------------------------------------------------------------------------------------------
 
-FORGERIES = [
-    "import json, os\njson.dump({'status': 'passed'}, open('result.json', 'w'))\nos._exit(0)\n",
-    "import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b'0 1 passed\\n0 2 ready\\n{\"status\": \"passed\"}\\n')\n    except OSError:\n        pass\nos._exit(0)\n",
-    "import sys\nsys.exit(0)\n",
-    "exit()\n",
-    "import os, posix\nif posix.fork():\n    os._exit(0)\n",  # the child runs to the end: its report has the wrong pid
-]
+FORGERIES = {
+    "result-json": "import json, os\njson.dump({'status': 'passed'}, open('result.json', 'w'))\nos._exit(0)\n",
+    "report-pipe": "import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b'0 1 passed\\n{\"status\": \"passed\"}\\n')\n    except OSError:\n        pass\nos._exit(0)\n",
+    "stdin-nonce": """
+import os
+for source in ('/proc/self/fd/0', '/proc/1/fd/0', '/proc/2/fd/0'):
+    try:
+        nonce = open(source, 'rb').read().split(b'\\n')[0]
+    except OSError:
+        continue
+    for pid in (b'1', b'2', str(os.getpid()).encode()):
+        for fd in range(3, 64):
+            try:
+                os.write(fd, nonce + b' ' + pid + b' passed \\n')
+            except OSError:
+                pass
+os._exit(0)
+""",
+    "sys-exit": "import sys\nsys.exit(0)\n",
+    "exit": "exit()\n",
+}
 
 
-@pytest.mark.parametrize("forgery", FORGERIES, ids=["result-json", "report-pipe", "sys-exit", "exit", "forked-child"])
+@pytest.mark.parametrize("forgery", FORGERIES.values(), ids=FORGERIES.keys())
 def test_a_program_cannot_write_its_own_pass(forgery):
     result = run_program(forgery + "raise AssertionError('never reached')\n", FAST)
     assert result.outcome is Outcome.FAILED
+
+
+def test_a_forked_child_that_runs_to_the_end_is_not_the_verdict():
+    program = "import os, posix\npid = posix.fork()\nif pid:\n    posix.waitpid(pid, 0)\n    os._exit(0)\n"
+    result = run_program(program, FAST)
+    assert result.outcome is Outcome.FAILED and result.detail.startswith("exited with status 0")
+
+
+def test_kernel_settings_under_proc_sys_are_read_only():
+    program = "import os\nassert not os.access('/proc/sys/vm/swappiness', os.W_OK)\nopen('/proc/sys/kernel/hostname', 'w').write('x')\n"
+    result = run_program(program, FAST)  # the hostname is the sandbox's own (UTS namespace): harmless if this failed
+    assert result.outcome is Outcome.FAILED and "Read-only file system" in result.detail
 
 
 # --- the file system ------------------------------------------------------------------------------------------
