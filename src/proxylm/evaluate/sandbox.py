@@ -217,7 +217,8 @@ def _checked_isolation(bwrap: str) -> Isolation:
 def _refusal(reason: str) -> str:
     return (
         f"cannot run generated code in the sandbox: {reason}. bubblewrap needs user namespaces "
-        "(sysctl kernel.unprivileged_userns_clone / user.max_user_namespaces, or a container that allows them). "
+        "(sysctl kernel.unprivileged_userns_clone / user.max_user_namespaces, or a container that allows them) "
+        "and read access to the Python installation. "
         "To run the programs without any isolation, at your own risk, pass --unsafe-no-sandbox "
         "(API: SandboxLimits(unsafe_no_sandbox=True))"
     )
@@ -230,8 +231,8 @@ class SandboxStartError(UserError):
 def _run(source: str, limits: SandboxLimits, isolation: Isolation, bwrap: str | None = None) -> ExecResult:
     start = time.perf_counter()
     nonce = secrets.token_hex(16)
-    report_r, report_w = os.pipe()
     cgroup = _PidsCgroup.create(limits.max_processes) if isolation is Isolation.BWRAP_PIDS_CGROUP else None
+    report_r, report_w = os.pipe()
     try:
         with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as stderr, _workdir(isolation) as workdir:
             stdin.write(f"{nonce}\n{source}".encode("utf-8", "surrogatepass"))
@@ -240,7 +241,7 @@ def _run(source: str, limits: SandboxLimits, isolation: Isolation, bwrap: str | 
             if cgroup is not None:
                 command = cgroup.wrap(command)
             proc = subprocess.Popen(
-                command, cwd=workdir, env=_ENV, stdin=stdin, stdout=subprocess.DEVNULL, stderr=stderr,
+                command, cwd=workdir, env=_env(workdir), stdin=stdin, stdout=subprocess.DEVNULL, stderr=stderr,
                 pass_fds=(report_w,), start_new_session=True,
             )  # fmt: skip
             os.close(report_w)
@@ -271,8 +272,10 @@ def _run(source: str, limits: SandboxLimits, isolation: Isolation, bwrap: str | 
     return ExecResult(Outcome.PASSED if status == "passed" else Outcome.FAILED, detail, seconds, isolation)
 
 
-# bwrap's own environment: the sandbox's pid namespace cannot see bwrap, but keep nothing in it anyway
-_ENV = {"PATH": os.defpath, "LC_ALL": "C.UTF-8"}
+def _env(workdir: str | None) -> dict[str, str]:
+    """The environment of bwrap (which the sandbox cannot see; kept empty anyway) or of the unsafe runner."""
+    env = {"PATH": os.defpath, "LC_ALL": "C.UTF-8"}
+    return {**env, "HOME": workdir, "TMPDIR": workdir} if workdir else env
 
 
 def _command(bwrap: str, limits: SandboxLimits, isolation: Isolation, report_fd: int) -> list[str]:
