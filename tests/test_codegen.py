@@ -198,3 +198,31 @@ def test_cli_refuses_k_beyond_the_samples(capsys):
 def test_cli_refuses_greedy_with_several_samples(capsys):
     assert main(["eval", "code", "--ckpt", "x", "--n", "4", "--limit", "1"]) == 2
     assert "temperature > 0" in capsys.readouterr().err
+
+
+def test_cli_wrong_samples_that_forge_a_pass_fail_and_the_summary_names_the_isolation(tmp_path, capsys):
+    """Issue 11, as a user would grade a samples file: wrong completions whose extra top-level code forges a pass."""
+    rows = [{"task_id": "T/1", "prompt": "def f():\n    '''One.'''\n", "canonical_solution": "    return 1\n", "test": "def check(c):\n    assert c() == 1\n", "entry_point": "f"}]
+    _write_rows(tmp_path / "tasks.jsonl", rows)
+    forged = "    return 2\nimport json, os\njson.dump({'status': 'passed'}, open('result.json', 'w'))\nos._exit(0)\n"
+    _write_rows(tmp_path / "s.jsonl", [{"task_id": "T/1", "completion": forged}, {"task_id": "T/1", "completion": "    return 1\n"}])
+    out = tmp_path / "r.json"
+    assert main(["eval", "code", "--samples", str(tmp_path / "s.jsonl"), "--task", f"humaneval:{tmp_path / 'tasks.jsonl'}", "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert results["tasks"]["T/1"]["passed"] == 1 and results["tasks"]["T/1"]["outcomes"][0].startswith("failed")
+    assert list(results["isolation"].values()) == [2] and next(iter(results["isolation"])).startswith("bubblewrap")
+    assert results["sandbox"]["unsafe_no_sandbox"] is False
+    assert "isolation: bubblewrap" in capsys.readouterr().out
+
+
+def test_cli_refuses_without_a_sandbox_unless_told_to_run_unsafe(tmp_path, monkeypatch, capsys):
+    from proxylm.evaluate.sandbox import BWRAP_ENV, Isolation
+
+    monkeypatch.setenv(BWRAP_ENV, "/bin/false")
+    assert main(["eval", "code", "--canonical", "--limit", "2"]) == 2
+    assert "cannot run generated code in the sandbox" in capsys.readouterr().err
+    out = tmp_path / "r.json"
+    assert main(["eval", "code", "--canonical", "--limit", "2", "--unsafe-no-sandbox", "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert results["isolation"] == {Isolation.NONE.value: 2} and results["sandbox"]["unsafe_no_sandbox"] is True
+    assert "--unsafe-no-sandbox" in capsys.readouterr().err

@@ -49,19 +49,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=10.0, help="CPU seconds per program; wall clock 3x that (default: 10)")
     parser.add_argument("--memory-mb", type=positive_int, default=2048, help="address-space limit per program (default: 2048)")
     parser.add_argument("--workers", type=positive_int, default=2, help="sandboxes running at once (default: 2)")
+    add_unsafe_flag(parser)
     parser.add_argument("--json", metavar="FILE", help="write the results JSON here")
     parser.add_argument("--save-samples", metavar="FILE", help="write generated samples (evalplus JSONL); default with --json: FILE.samples.jsonl")
 
 
 def run(args: argparse.Namespace) -> int:
     from proxylm.evaluate import codegen, tasks
-    from proxylm.evaluate.sandbox import MiB, SandboxLimits
+    from proxylm.evaluate.sandbox import MiB, SandboxLimits, sandbox_isolation
     from proxylm.io import atomic_write_json
 
     spec = tasks.TaskSpec.parse(args.task)
     split = MbppSplit(args.split) if args.split else None
     problems = tasks.load_tasks(spec, split, PromptStyle(args.prompt), args.limit)
-    limits = _checked(lambda: SandboxLimits(timeout_s=args.timeout, memory_bytes=args.memory_mb * MiB))
+    limits = _checked(lambda: SandboxLimits(timeout_s=args.timeout, memory_bytes=args.memory_mb * MiB, unsafe_no_sandbox=args.unsafe_no_sandbox))
+    warn_if_unsafe(sandbox_isolation(limits))  # refuse before generating anything
     start = time.perf_counter()
 
     samples, header = _samples(args, problems)
@@ -77,7 +79,10 @@ def run(args: argparse.Namespace) -> int:
         "prompt": args.prompt,
         **header,
         "ks": ks,
-        "sandbox": {"timeout_s": limits.timeout_s, "memory_bytes": limits.memory_bytes, "workers": args.workers},
+        "sandbox": {
+            "timeout_s": limits.timeout_s, "memory_bytes": limits.memory_bytes, "scratch_bytes": limits.scratch_bytes,
+            "max_processes": limits.max_processes, "workers": args.workers, "unsafe_no_sandbox": limits.unsafe_no_sandbox,
+        },  # fmt: skip
         **summary,
         "known_data_faults": known,
         "seconds": round(time.perf_counter() - start, 2),
@@ -167,7 +172,22 @@ def _print_results(results: dict, ks: list[int], failures: list[str], known: lis
         print(f"unsolved ({len(failures)}): {shown}")
     if known:
         print(f"of which known data faults ({len(known)}): {', '.join(known)}")
-    print(f"{results['seconds']:.1f} s, {results['seconds_per_program']:.2f} s per program, isolation: {results['isolation']}")
+    isolation = ", ".join(f"{kind} ({count})" for kind, count in results["isolation"].items())
+    print(f"{results['seconds']:.1f} s, {results['seconds_per_program']:.2f} s per program, isolation: {isolation}")
+
+
+def add_unsafe_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--unsafe-no-sandbox", action="store_true",
+        help="run generated programs without bubblewrap (limits and a process group only); for machines without user namespaces",
+    )  # fmt: skip
+
+
+def warn_if_unsafe(isolation) -> None:
+    from proxylm.evaluate.sandbox import Isolation
+
+    if isolation is Isolation.NONE:
+        print("warning: --unsafe-no-sandbox: generated programs run with this user's rights, files and network", file=sys.stderr)
 
 
 def _checked(build):

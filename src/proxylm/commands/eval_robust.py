@@ -15,6 +15,7 @@ import sys
 import time
 
 from proxylm.commands import positive_int
+from proxylm.commands.eval_code import add_unsafe_flag, warn_if_unsafe
 from proxylm.errors import UserError
 
 
@@ -29,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-bytes", type=positive_int, default=512, help="longest completion in bytes (default: 512)")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per program (default: 5)")
     parser.add_argument("--workers", type=positive_int, default=2, help="sandboxes running at once (default: 2)")
+    add_unsafe_flag(parser)
     parser.add_argument("--no-code", action="store_true", help="skip the code benchmark (BPB deltas only)")
     # --- text ---
     parser.add_argument("--corpus", help="also report BPB deltas on these documents (JSONL, files, parquet, stdlib)")
@@ -73,18 +75,21 @@ def run(args: argparse.Namespace) -> int:
 def robust_code_results(args: argparse.Namespace, generator, families) -> dict:
     from proxylm.evaluate import tasks
     from proxylm.evaluate.robust import robust_code
-    from proxylm.evaluate.sandbox import SandboxLimits
+    from proxylm.evaluate.sandbox import SandboxLimits, sandbox_isolation
 
     problems = tasks.load_tasks(args.task, limit=args.limit)
     try:
-        limits = SandboxLimits(timeout_s=args.timeout)
+        limits = SandboxLimits(timeout_s=args.timeout, unsafe_no_sandbox=args.unsafe_no_sandbox)
     except ValueError as exc:
         raise UserError(f"--timeout: {exc}") from None
+    isolation = sandbox_isolation(limits)  # refuse before generating anything
+    warn_if_unsafe(isolation)
 
     def complete(prompts: list[str]) -> list[str]:
         return generator.complete(prompts, max_bytes=args.max_bytes, stop=list(tasks.STOP_SEQUENCES))
 
-    return robust_code(problems, complete, families, range(args.seeds), limits=limits, workers=args.workers, progress=True)
+    results = robust_code(problems, complete, families, range(args.seeds), limits=limits, workers=args.workers, progress=True)
+    return {**results, "isolation": isolation.value}
 
 
 def robust_text_results(args: argparse.Namespace, ckpt, families) -> dict:

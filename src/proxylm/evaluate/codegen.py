@@ -11,7 +11,8 @@ Design choices:
 - n samples per problem: each prompt appears n times in a row, and calls carry at most `batch_size`
   prompts, so a batched sampler sees whole groups where it can.
 - Completions are cut at the stop sequences again here: cheap, and it makes any model comparable.
-- Every program runs in `sandbox.run_program` (a fresh limited process), `workers` at a time.
+- Every program runs in `sandbox.run_program` (a fresh process inside bubblewrap), `workers` at a time;
+  the summary counts the samples per isolation kind they actually had.
 - Samples files are evalplus-compatible JSONL: `task_id` plus `solution` (a whole program) and/or
   `completion` (continues the prompt); `solution` wins when both are present.
 - The summary is plain JSON: `pass@k` as top-level keys, counts, tasks no sample solved, and each
@@ -109,7 +110,7 @@ class CodegenReport:
             "counts": counts,
             "unsolved_tasks": [t for t, v in by_task.items() if not any(v)],
             "seconds_per_program": sum(r.seconds for r in results) / max(len(results), 1),
-            "isolation": "namespaces" if any(r.isolated for r in results) else "process group",
+            "isolation": _isolation_counts(results),
             "tasks": self._per_task(),
         }
 
@@ -214,6 +215,14 @@ def write_samples(path: str | Path, samples: Iterable[Sample], problems: Iterabl
             if s.completion is not None:
                 row["completion"] = s.completion
             fh.write(json.dumps(row) + "\n")
+
+
+def _isolation_counts(results: Sequence[ExecResult]) -> dict[str, int]:
+    """Samples per isolation kind they actually ran under (one kind per run, unless the sandbox changed)."""
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.isolation.value] = counts.get(r.isolation.value, 0) + 1
+    return counts
 
 
 def format_table(name: str, summary: dict, ks: Sequence[int]) -> str:
