@@ -93,3 +93,16 @@ def test_shipped_configs_load_and_match_their_arm(path):
     if size != "tiny":
         peak = {"0.5b": 1.2e-3, "1.5b": 9e-4, "4b": 7e-4, "7b": 5e-4, "14b": 5e-4}[size]
         assert (cfg.model.preset, cfg.optim.lr, cfg.optim.warmup_steps) == (size, peak, 500)
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it_natively(monkeypatch):
+    import torch
+
+    from proxylm.train.config import resolve_dtype
+
+    cpu = torch.device("cpu")
+    assert resolve_dtype(DType.FP32, cpu) is DType.FP32 and resolve_dtype(DType.BF16, cpu) is DType.BF16
+    for avx512_bf16, amx, expected in ((False, False, DType.FP32), (True, False, DType.BF16), (False, True, DType.BF16)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+        assert resolve_dtype(DType.AUTO, cpu) is expected

@@ -32,8 +32,22 @@ from proxylm.model import PRESET_NAMES, ModelConfig, model_preset
 
 
 class DType(enum.Enum):
+    AUTO = "auto"  # bf16 where the device computes it natively, else fp32 (see `resolve_dtype`)
     FP32 = "fp32"  # everything in float32
     BF16 = "bf16"  # float32 weights, bf16 autocast (FSDP: bf16 params, fp32 gradient reduction)
+
+
+def resolve_dtype(dtype: DType, device) -> DType:
+    """`auto` -> bf16 on GPUs that support it and on CPUs with AVX-512 BF16 or AMX, else fp32: a
+    CPU without them emulates bf16 matmuls about 100x slower than fp32 ones."""
+    import torch
+
+    if dtype is not DType.AUTO:
+        return dtype
+    if device.type == "cuda":
+        return DType.BF16 if torch.cuda.is_bf16_supported() else DType.FP32
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return DType.BF16 if native else DType.FP32
 
 
 class Strategy(enum.Enum):
@@ -182,12 +196,12 @@ class RunConfig:
     """Micro-batches per optimiser step (each of pack.batch_size rows per process)."""
     compile: bool = False
     """torch.compile each block."""
-    dtype: DType = DType.BF16
-    """Compute precision."""
+    dtype: DType = DType.AUTO
+    """Compute precision: bf16 autocast, fp32, or auto (bf16 where the device computes it natively)."""
     log_every: int = 10
     """Write a metrics record every this many steps (and at the last step)."""
     peak_flops: float | None = None
-    """Peak FLOP/s per process for MFU; None: the data sheet for known GPUs, else a bf16 matmul measured at start."""
+    """Peak FLOP/s per process for MFU; None: the data sheet for known GPUs, else a matmul in the run's dtype measured at start."""
     plot: bool = True
     """Write curves.png at the end of the run."""
 

@@ -98,8 +98,10 @@ def matmul_peak_flops(device: torch.device, dtype: torch.dtype = torch.bfloat16,
     """Best bf16 matmul FLOP/s this process reaches on `device` over square matmuls of `sizes`
     (a measured peak for MFU; the best of several sizes, since caches shared with other
     processes can slow one size more than another)."""
-    best = 0.0
+    best, give_up = 0.0, time.perf_counter() + 4 * seconds
     for size in sizes:
+        if time.perf_counter() > give_up:  # a slow dtype on this device: the smaller sizes tell enough
+            break
         a = torch.randn(size, size, device=device, dtype=dtype)
         b = torch.randn(size, size, device=device, dtype=dtype)
         a @ b  # warm-up
@@ -116,14 +118,14 @@ def matmul_peak_flops(device: torch.device, dtype: torch.dtype = torch.bfloat16,
     return best
 
 
-def device_peak_flops(device: torch.device) -> float:
-    """The data-sheet bf16 peak for known GPUs, otherwise a measured one."""
+def device_peak_flops(device: torch.device, dtype: torch.dtype = torch.bfloat16) -> float:
+    """The data-sheet bf16 peak for known GPUs, otherwise one measured in `dtype`."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         for fragment, peak in GPU_BF16_PEAKS.items():
             if fragment in name:
                 return peak
-    return matmul_peak_flops(device)
+    return matmul_peak_flops(device, dtype)
 
 
 def _synchronize(device: torch.device) -> None:

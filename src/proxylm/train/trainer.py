@@ -47,7 +47,7 @@ from proxylm.io import atomic_write_text
 from proxylm.model import ModelConfig, Transformer, flops_per_token
 from proxylm.train import checkpoint
 from proxylm.train.checkpoint import Counters
-from proxylm.train.config import DataConfig, DType, TrainConfig
+from proxylm.train.config import DataConfig, DType, TrainConfig, resolve_dtype
 from proxylm.train.distributed import (
     DistInfo,
     all_reduce_sum,
@@ -129,7 +129,9 @@ def train(cfg: TrainConfig) -> TrainResult:
 
 def setup(cfg: TrainConfig, info: DistInfo) -> Job:
     # Measured before seeding, so the peak's random matrices do not shift the initial weights.
-    peak_flops = cfg.run.peak_flops or (device_peak_flops(info.device) if info.is_main else 0.0)
+    cfg.run.dtype = resolve_dtype(cfg.run.dtype, info.device)
+    compute_dtype = torch.bfloat16 if cfg.run.dtype is DType.BF16 else torch.float32
+    peak_flops = cfg.run.peak_flops or (device_peak_flops(info.device, compute_dtype) if info.is_main else 0.0)
     torch.manual_seed(cfg.run.seed)
     if info.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
