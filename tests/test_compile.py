@@ -57,18 +57,20 @@ def compiled_run_config(shards, out):
 
 
 @pytest.mark.filterwarnings("ignore:dynamo_pgo force disabled")
-def test_a_compile_failure_stops_the_run_and_says_why(split_corpus, tmp_path, monkeypatch, fresh_dynamo):
+def test_a_compile_failure_stops_the_run_and_says_why(split_corpus, tmp_path, fresh_dynamo):
     import torch._inductor.config as inductor
 
-    monkeypatch.setattr(inductor.cpp, "cxx", ("/nonexistent/c++",))  # a machine without a C++ compiler
-    monkeypatch.setattr(inductor, "force_disable_caches", True)  # so a cached kernel cannot hide it
-    monkeypatch.setattr(torch._dynamo.config, "suppress_errors", True)  # as TORCHDYNAMO_SUPPRESS_ERRORS=1 would
-    with pytest.raises(CompileError, match=r"torch.compile failed: .*C\+\+ compiler.*set run.compile=false"):
+    # A machine without a C++ compiler, no cached kernel to hide it, and errors suppressed as
+    # TORCHDYNAMO_SUPPRESS_ERRORS=1 would (pytest's monkeypatch cannot undo torch's config modules).
+    no_compiler = inductor.patch({"cpp.cxx": ("/nonexistent/c++",), "force_disable_caches": True})
+    suppressed = torch._dynamo.config.patch(suppress_errors=True)
+    expected = r"torch.compile failed: .*C\+\+ compiler.*run.compile=false"
+    with no_compiler, suppressed, pytest.raises(CompileError, match=expected):
         train(compiled_run_config(split_corpus.shards, tmp_path / "run"))
     assert not (tmp_path / "run" / "checkpoints").exists()  # no checkpoint of an eager run passed off as compiled
 
 
-def test_a_disabled_dynamo_is_refused_not_ignored(split_corpus, tmp_path, monkeypatch):
-    monkeypatch.setattr(torch._dynamo.config, "disable", True)  # as TORCHDYNAMO_DISABLE=1 does
-    with pytest.raises(CompileError, match="TORCHDYNAMO_DISABLE"):
+def test_a_disabled_dynamo_is_refused_not_ignored(split_corpus, tmp_path):
+    disabled = torch._dynamo.config.patch(disable=True)  # as TORCHDYNAMO_DISABLE=1 does
+    with disabled, pytest.raises(CompileError, match="TORCHDYNAMO_DISABLE"):
         train(compiled_run_config(split_corpus.shards, tmp_path / "run"))
