@@ -9,6 +9,8 @@
 - MFU is against a bf16 matmul peak measured in this process (the best rate of square matmuls of
   512, 1024 and 2048, before the training run and in every round of the step loops), so the
   figure means the same on any machine. The FLOPs are the model's 6N + attention.
+- Compile: with `run.compile=true` the report says how many graphs TorchDynamo really compiled
+  in the training run, and its graph breaks (a compile failure stops the run).
 - Peak RSS: this process's maximum resident set after the training run (target <= 2 GB), and the
   peak summed over it and its children (torch.compile's workers) during the run.
 - Baseline: a nanoGPT-style loop written here (embedding, pre-norm blocks with causal SDPA and a
@@ -50,7 +52,7 @@ from torch import nn
 from proxylm.data.shards import ShardsError, read_manifest
 from proxylm.model import flops_per_token
 from proxylm.train import load_train_config, train
-from proxylm.train.distributed import compute_init
+from proxylm.train.distributed import CompileStatus, compute_init
 from proxylm.train.metrics import read_metrics
 from proxylm.train.optim import build_optimizer
 from proxylm.train.trainer import Window, autocast, clip_gradients, setup, train_step
@@ -91,6 +93,7 @@ def main() -> int:
 
     with TreeRSS() as tree:
         result = train(cfg)
+    compiled = CompileStatus.now()  # before the loops below compile anything of their own
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
     job = setup(load_train_config(args.config, [*overrides, f"run.out={work / 'parts'}"]), compute_init(cfg.dist))
@@ -108,6 +111,7 @@ def main() -> int:
         "device": f"{platform.machine()} CPU, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
         "load_average": os.getloadavg(),
         "compile": cfg.run.compile,
+        "compiled": {"graphs": compiled.graphs, "graph_breaks": compiled.graph_breaks},  # what torch.compile really did
         "model": {"preset": cfg.model.preset, "dim": model_cfg.dim, "n_layers": model_cfg.n_layers, "vocab_size": model_cfg.vocab_size,
                   "output_heads": model_cfg.n_output_heads, "seq_len": T, "batch_size": B, "flops_per_token": fpt},
         "bf16_peak_flops": asdict(peak),
@@ -330,6 +334,10 @@ def report(f: dict) -> None:
     print(f"model: {m['preset']} dim {m['dim']} x {m['n_layers']} layers, vocab {m['vocab_size']}, {m['output_heads']} output heads, "
           f"seq {m['seq_len']} x batch {m['batch_size']}, {m['flops_per_token'] / 1e6:.1f} MFLOP/token, "
           f"torch.compile {'on' if f['compile'] else 'off'} (both loops)")
+    if f["compile"]:
+        c = f["compiled"]
+        print(f"torch.compile in the training run: {c['graphs']} graphs compiled, {c['graph_breaks']} graph breaks"
+              + ("" if c["graphs"] else " -- NOTHING COMPILED: the figures below are eager"))
     print(f"bf16 matmul peak (best square matmul in this process): {f['bf16_peak_flops']['wall'] / 1e9:.0f} GFLOP/s wall, "
           f"{f['bf16_peak_flops']['idle'] / 1e9:.0f} idle est.")
     print(f"training run (metrics.jsonl, wall, average under the load of the moment): {r['symbols_per_s']:.0f} symbols/s, "

@@ -23,3 +23,43 @@ def write_stdlib_jsonl(path, files: int, chars: int):
         for source in sorted(Path(os.__file__).parent.glob("*.py"))[:files]:
             fh.write(json.dumps({"text": source.read_text(errors="replace")[:chars]}) + "\n")
     return path
+
+
+@pytest.fixture(scope="session")
+def split_corpus(tmp_path_factory):
+    """20 JSONL documents with their own ids, prepared with gzip at val_fraction 0.3. The held-out
+    documents repeat one line and the training ones are varied code, so the splits score apart."""
+    import json
+    import os
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from proxylm.data.corpus import Split, split_of
+    from proxylm.data.prepare import prepare
+
+    val_fraction = 0.3
+    ids = [f"doc-{i}" for i in range(20)]
+    val = [i for i in ids if split_of(i, val_fraction) is Split.VAL]
+    modules = sorted(Path(os.__file__).parent.glob("*.py"))
+    texts = {i: "x = 1\n" * 20 if i in val else modules[n].read_text(errors="replace")[:150] for n, i in enumerate(ids)}
+    base = tmp_path_factory.mktemp("split-corpus")
+    corpus = base / "docs.jsonl"
+    corpus.write_text("".join(json.dumps({"id": i, "text": texts[i]}) + "\n" for i in ids))
+    shards = base / "gzip"
+    prepare(corpus, "gzip", shards, val_fraction=val_fraction)
+    return SimpleNamespace(corpus=corpus, shards=shards, val_fraction=val_fraction, texts=texts,
+                           val=val, train=[i for i in ids if i not in val])
+
+
+def write_eval_checkpoint(directory, model, shards):
+    """A model checkpoint with the data.json of a run trained on `shards` (its compressor and manifest)."""
+    import json
+
+    from proxylm.data.shards import Shards
+    from proxylm.model_io import save_model
+    from proxylm.train.checkpoint import DATA_INFO, data_info
+
+    save_model(model, directory)
+    info = data_info(Shards.open(shards), "train", model.cfg.vocab_size)
+    (directory / DATA_INFO).write_text(json.dumps(info))
+    return directory

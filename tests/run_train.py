@@ -1,10 +1,12 @@
 """Test helper: train in a fresh process (alone or under torchrun) and report what each rank holds.
 
-    python tests/run_train.py REPORT_DIR [--config CONFIG.yaml] [--kill-after-save STEP] key=value ...
+    python tests/run_train.py REPORT_DIR [--config CONFIG.yaml] [--kill-after-save STEP | --kill-at-step STEP] key=value ...
 
 Writes REPORT_DIR/rank<R>.json with a digest of the full weights as this rank sees them, so a
 test can check that the ranks agree. With --kill-after-save the process SIGKILLs itself right
-after the checkpoint of STEP is complete: a crash at the worst convenient moment.
+after the checkpoint of STEP is complete: a crash at the worst convenient moment. With
+--kill-at-step it does so when step STEP is done and the next one starts, wherever the last
+checkpoint was: a crash between checkpoints.
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ def main() -> None:
     parser.add_argument("report_dir", type=Path)
     parser.add_argument("--config", default=None)
     parser.add_argument("--kill-after-save", type=int, default=None)
+    parser.add_argument("--kill-at-step", type=int, default=None)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_intermixed_args()
     torch.set_num_threads(1)
 
-    from proxylm.train import checkpoint, load_train_config
+    from proxylm.train import checkpoint, load_train_config, trainer
     from proxylm.train.distributed import compute_cleanup, compute_init
     from proxylm.train.trainer import fit, setup
 
@@ -43,6 +46,16 @@ def main() -> None:
             return path
 
         checkpoint.write_checkpoint = write_then_die
+
+    if args.kill_at_step is not None:
+        step = trainer.train_step
+
+        def die_then_step(job, *rest, **kwargs):
+            if job.counters.step == args.kill_at_step:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return step(job, *rest, **kwargs)
+
+        trainer.train_step = die_then_step
 
     cfg = load_train_config(args.config, args.overrides)
     info = compute_init(cfg.dist)

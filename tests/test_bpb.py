@@ -209,7 +209,7 @@ def test_cli_eval_bpb_writes_json_and_counts_broken_lines(tmp_path, capsys):
     write_corpus(tmp_path / "c.jsonl", ["hello world", "def f():\n    return 1\n"])
     out = tmp_path / "bpb.json"
     assert main(["eval", "bpb", "--ckpt", str(tmp_path / "ckpt"), "--corpus", str(tmp_path / "c.jsonl"),
-                 "--context", "16", "--stride", "4", "--json", str(out)]) == 0
+                 "--context", "16", "--stride", "4", "--split", "all", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["bpb"] == pytest.approx(math.log2(400))
     assert result["documents"] == 2 and result["raw_bytes"] == 11 + 22
@@ -223,7 +223,8 @@ def test_cli_eval_bpb_of_a_token_model_uses_its_recorded_compressor(tmp_path):
     write_training_checkpoint(tmp_path / "run", uniform_model(vocab.vocab_size(256)), [{"mode": "vanilla", "rate_start": 1.0}])
     write_corpus(tmp_path / "c.jsonl", ["hello hello hello"], broken=False)
     out = tmp_path / "bpb.json"
-    assert main(["eval", "bpb", "--ckpt", str(tmp_path / "run"), "--corpus", str(tmp_path / "c.jsonl"), "--json", str(out)]) == 0
+    assert main(["eval", "bpb", "--ckpt", str(tmp_path / "run"), "--corpus", str(tmp_path / "c.jsonl"), "--split", "all",
+                 "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     symbols = len(gzip.encode(b"hello hello hello"))
     assert result["view"] == "tokens"
@@ -250,4 +251,4 @@ def test_cli_eval_bpb_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "bad.jsonl").write_text("nope\n")
     assert main(["eval", "bpb", "--ckpt", str(tmp_path / "ckpt"), "--corpus", str(tmp_path / "bad.jsonl")]) == 2
     line = error_line(capsys)
-    assert "no document to score" in line and "not_json" in line
+    assert "no document in split 'val' to score" in line and "not_json" in line

@@ -1,4 +1,5 @@
-"""Two gloo processes under torchrun: DDP and FSDP2 ranks agree, checkpoints are full, resume is exact."""
+"""Two gloo processes under torchrun: DDP and FSDP2 ranks agree, checkpoints are full, resume is exact, and
+2 DDP ranks train like 1 process accumulating the same global batch."""
 
 import hashlib
 import json
@@ -98,3 +99,24 @@ def test_resume_needs_the_same_number_of_processes(tmp_path, shards, two_process
     resume = [*overrides(shards, tmp_path / "one", strategy, 6), f"ckpt.dir={run / 'checkpoints'}", "ckpt.resume=true"]
     with pytest.raises(CheckpointMismatchError, match="written by 2 processes; resume it with the same number"):
         train(load_train_config(None, resume))
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_two_ddp_processes_train_like_one_process_with_the_same_global_batch(tmp_path, shards):
+    """2 ranks x batch 2 x accumulation 1 against 1 rank x batch 2 x accumulation 2, in fp32: micro-batch
+    m = accum_index * world_size + rank holds the same rows in both, so every step's loss (the global
+    mean over micro-batches), gradient norm and the final weights agree up to float summation order."""
+    fp32 = ["run.dtype=fp32", "pack.batch_size=2"]
+    ranks = torchrun(tmp_path / "report", [*overrides(shards, tmp_path / "two", "ddp", 4), *fp32, "run.grad_accum=1"])
+    one = train(load_train_config(None, [*overrides(shards, tmp_path / "one", "none", 4), *fp32, "run.grad_accum=2"]))
+    assert ranks[0]["digest"] == ranks[1]["digest"] and ranks[0]["loss"] == ranks[1]["loss"]  # one global figure
+    two_steps, one_steps = step_losses(tmp_path / "two"), step_losses(one.run_dir)
+    assert [s for s, _, _ in two_steps] == [s for s, _, _ in one_steps] == [1, 2, 3, 4]
+    for (step, loss, grad_norm), (_, loss_one, grad_norm_one) in zip(two_steps, one_steps):
+        assert loss == pytest.approx(loss_one, rel=1e-5), f"step {step}: loss"
+        assert grad_norm == pytest.approx(grad_norm_one, rel=1e-5), f"step {step}: grad_norm"
+    two_weights = load_model(tmp_path / "two" / "checkpoints" / "step-00000004").state_dict()
+    one_weights = load_model(one.checkpoint).state_dict()
+    assert two_weights.keys() == one_weights.keys()
+    for name, weight in one_weights.items():
+        torch.testing.assert_close(two_weights[name], weight, rtol=1e-5, atol=1e-6, msg=lambda m: f"{name}: {m}")

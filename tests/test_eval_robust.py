@@ -84,7 +84,7 @@ def test_cli_eval_robust_reports_robust_pass_and_bpb_delta(tmp_path, capsys):
     (tmp_path / "c.jsonl").write_text(json.dumps({"text": CODE_DOC[1].decode()}) + "\n")
     out = tmp_path / "robust.json"
     argv = ["eval", "robust", "--ckpt", str(tmp_path / "ckpt"), "--limit", "1", "--kinds", "docstring", "--seeds", "1",
-            "--max-bytes", "16", "--corpus", str(tmp_path / "c.jsonl"), "--bpb-seeds", "1", "--json", str(out)]
+            "--max-bytes", "16", "--corpus", str(tmp_path / "c.jsonl"), "--split", "all", "--bpb-seeds", "1", "--json", str(out)]
     assert main(argv) == 0
     result = json.loads(out.read_text())
     assert 0.0 <= result["robust_pass@1"] <= result["pass@1"] <= 1.0

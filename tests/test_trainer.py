@@ -1,7 +1,9 @@
-"""The training loop end to end on a tiny model: outputs, exact resumption after SIGKILL, stops, bad input."""
+"""The training loop end to end on a tiny model: outputs, exact resumption after SIGKILL (right after a
+checkpoint, and at a random step between two), stops, bad input."""
 
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -88,24 +90,52 @@ def run_in_subprocess(args, **kwargs):
     return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=240, **kwargs)
 
 
-def test_a_killed_run_resumes_with_the_same_losses(tmp_path, shards):
-    steps = ["run.max_steps=10", "ckpt.every=3"]
-    reference = train(load_train_config(config_file(tmp_path, shards, "reference"), steps))
+RESUME_STEPS = ["run.max_steps=10", "ckpt.every=3"]
 
+
+@pytest.fixture(scope="module")
+def uninterrupted(shards, tmp_path_factory):
+    """The run the interrupted ones must reproduce: 10 steps, checkpoints at 3, 6, 9 and 10."""
+    base = tmp_path_factory.mktemp("uninterrupted")
+    return train(load_train_config(config_file(base, shards, "reference"), RESUME_STEPS))
+
+
+def resume_and_compare(tmp_path, path, uninterrupted):
+    """Resume the killed run of config `path` with --resume; its curve and final weights must be the uninterrupted ones."""
+    resumed = run_in_subprocess(["-m", "proxylm", "train", str(path), *RESUME_STEPS, "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    run_dir = tmp_path / "crashed"
+    assert losses(run_dir) == losses(uninterrupted.run_dir)
+    final_weights = load_file(run_dir / "checkpoints" / "step-00000010" / "model.safetensors")
+    reference_weights = load_file(uninterrupted.checkpoint / "model.safetensors")
+    assert final_weights.keys() == reference_weights.keys()
+    assert all(torch.equal(final_weights[k], reference_weights[k]) for k in reference_weights)
+
+
+def test_a_killed_run_resumes_with_the_same_losses(tmp_path, shards, uninterrupted):
     path = config_file(tmp_path, shards, "crashed")
     killed = run_in_subprocess([str(HERE / "run_train.py"), str(tmp_path / "report"), "--config", str(path),
-                                "--kill-after-save", "6", *steps])
+                                "--kill-after-save", "6", *RESUME_STEPS])
     assert killed.returncode == -9, killed.stderr[-2000:]
     run_dir = tmp_path / "crashed"
     assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")] == list(range(1, 7))
     assert checkpoint.latest_checkpoint(run_dir / "checkpoints").name == "step-00000006"
+    resume_and_compare(tmp_path, path, uninterrupted)
 
-    resumed = run_in_subprocess(["-m", "proxylm", "train", str(path), *steps, "--resume"])
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert losses(run_dir) == losses(tmp_path / "reference")
-    final_weights = load_file(run_dir / "checkpoints" / "step-00000010" / "model.safetensors")
-    reference_weights = load_file(reference.checkpoint / "model.safetensors")
-    assert all(torch.equal(final_weights[k], reference_weights[k]) for k in reference_weights)
+
+def test_a_run_killed_between_checkpoints_resumes_on_the_uninterrupted_curve(tmp_path, shards, uninterrupted):
+    seed = int(os.environ.get("PROXYLM_KILL_SEED") or random.SystemRandom().randrange(1 << 32))
+    kill_at = random.Random(seed).choice([step for step in range(1, 10) if step % 3])  # never on a checkpoint
+    print(f"SIGKILL after step {kill_at}; PROXYLM_KILL_SEED={seed} repeats this choice")
+    path = config_file(tmp_path, shards, "crashed")
+    killed = run_in_subprocess([str(HERE / "run_train.py"), str(tmp_path / "report"), "--config", str(path),
+                                "--kill-at-step", str(kill_at), *RESUME_STEPS])
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    run_dir = tmp_path / "crashed"
+    assert losses(run_dir) == losses(uninterrupted.run_dir)[:kill_at]  # logged past the last checkpoint
+    last_saved = checkpoint.latest_checkpoint(run_dir / "checkpoints")
+    assert (last_saved.name if last_saved else None) == (f"step-{kill_at // 3 * 3:08d}" if kill_at >= 3 else None)
+    resume_and_compare(tmp_path, path, uninterrupted)  # from that checkpoint (or from scratch), the same curve
 
 
 def test_stops_by_flops_and_by_time(tmp_path, shards):

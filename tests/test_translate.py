@@ -144,7 +144,8 @@ def test_cli_probe_translate_writes_json(tmp_path, capsys):
     write_proxy_checkpoint(tmp_path / "ckpt", tiny_model())
     (tmp_path / "c.jsonl").write_text("".join(json.dumps({"text": d.decode()}) + "\n" for _, d in DOCS) + "broken\n")
     out = tmp_path / "t.json"
-    argv = ["probe", "translate", "--ckpt", str(tmp_path / "ckpt"), "--corpus", str(tmp_path / "c.jsonl"), "--json", str(out)]
+    argv = ["probe", "translate", "--ckpt", str(tmp_path / "ckpt"), "--corpus", str(tmp_path / "c.jsonl"), "--split", "all",
+            "--json", str(out)]
     assert main(argv) == 0
     result = json.loads(out.read_text())
     assert result["documents"] == 3 and result["compressor"] == "gzip"

@@ -85,21 +85,19 @@ def train_model(cfg):
 
 
 def evaluate_model(checkpoint: Path, cfg, manifest: dict) -> None:
-    from itertools import islice
-
-    from proxylm.data.corpus import Split, iter_split, open_corpus
     from proxylm.evaluate.bpb import EvalCheckpoint, evaluate_bpb
     from proxylm.evaluate.generate import Generator
+    from proxylm.evaluate.heldout import EvalSplit, open_eval_documents
 
     banner("4/4 evaluate on raw bytes only (the compressor is not used)")
-    docs = iter_split(open_corpus(cfg.data.corpus), Split.VAL, manifest["val_fraction"])
+    docs = open_eval_documents(cfg.data.corpus, EvalSplit.VAL, manifest["val_fraction"], limit=EVAL_DOCS)
     model = EvalCheckpoint.load(checkpoint).model
-    heads = [(doc.id, doc.data[:EVAL_BYTES]) for doc in islice(docs, EVAL_DOCS)]
+    heads = [(doc.id, doc.data[:EVAL_BYTES]) for doc in docs]
     bpb = evaluate_bpb(model, heads, context=cfg.pack.seq_len, progress=True)
     print(f"bits per byte on the first {EVAL_BYTES} bytes of {len(bpb.documents)} held-out files: {bpb.bpb:.3f}")
     sample = Generator.from_checkpoint(checkpoint).complete([PROMPT], max_bytes=160, temperature=0.0)[0]
     print(f"greedy sample:\n{PROMPT}{sample}")
-    print(f"\nnext: proxylm eval bpb --ckpt {checkpoint} --corpus stdlib")
+    print(f"\nnext: proxylm eval bpb --ckpt {checkpoint} --corpus stdlib      # the held-out (val) files")
     print(f"      proxylm generate --ckpt {checkpoint} --prompt 'import '")
 
 

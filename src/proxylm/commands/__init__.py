@@ -9,3 +9,13 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def add_split_argument(parser: argparse.ArgumentParser) -> None:
+    """`--split val|train|all` for an evaluation command: held-out documents unless told otherwise."""
+    from proxylm.evaluate.heldout import EvalSplit
+
+    parser.add_argument(
+        "--split", type=EvalSplit, choices=list(EvalSplit), default=EvalSplit.VAL, metavar="{val,train,all}",
+        help="documents to score: val (held out by prepare's hash split; the default), train, or all",
+    )

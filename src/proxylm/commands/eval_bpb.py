@@ -1,7 +1,11 @@
-"""`proxylm eval bpb`: bits per raw byte of a checkpoint on any corpus.
+"""`proxylm eval bpb`: bits per raw byte of a checkpoint on the held-out documents of any corpus.
 
-    proxylm eval bpb --ckpt CKPT --corpus SRC [--context N] [--stride M] [--json FILE]
+    proxylm eval bpb --ckpt CKPT --corpus SRC [--split val|train|all] [--context N] [--stride M] [--json FILE]
     proxylm eval bpb --ckpt CKPT --corpus stdlib --limit 50 --view compressed    # diagnostic
+
+Only the val split is scored unless --split says otherwise: the hash split `prepare` uses, with
+the val_fraction of the checkpoint's preparation, so `--corpus stdlib` scores what the model never
+trained on. --corpus may also name a prepared directory (its own splits).
 
 The view defaults to what the checkpoint was trained on (raw view between sentinels; a vanilla
 byte or token model without them), so byte, proxy and token models report the same figure.
@@ -12,15 +16,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from proxylm.commands import positive_int
-from proxylm.errors import UserError
+from proxylm.commands import add_split_argument, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", required=True, help="checkpoint, checkpoints directory or run directory")
-    parser.add_argument("--corpus", required=True, help="JSONL file or glob, source files, parquet, or `stdlib`")
+    parser.add_argument("--corpus", required=True,
+                        help="JSONL file or glob, source files, parquet, `stdlib`, or a prepared directory")
     parser.add_argument("--field", default="text", help="JSONL / parquet field holding the text (default: text)")
-    parser.add_argument("--limit", type=positive_int, metavar="K", help="only the first K documents")
+    add_split_argument(parser)
+    parser.add_argument("--limit", type=positive_int, metavar="K", help="only the first K documents of the split")
     parser.add_argument("--context", type=positive_int, help="window length in ids (default: the model's max_seq_len)")
     parser.add_argument("--stride", type=positive_int, help="ids the window moves by (default: half the window)")
     parser.add_argument(
@@ -34,15 +39,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from proxylm.data.corpus import open_corpus
     from proxylm.evaluate.bpb import EvalCheckpoint, View, evaluate_bpb
     from proxylm.evaluate.generate import default_device
+    from proxylm.evaluate.heldout import open_eval_documents
     from proxylm.io import atomic_write_json
 
     ckpt = EvalCheckpoint.load(args.ckpt, args.device or default_device())
     view = View(args.view) if args.view else ckpt.view
     compressor = ckpt.compressor(args.shards) if view.needs_compressor else None
-    corpus = open_corpus(args.corpus, field=args.field, limit=args.limit)
+    corpus = open_eval_documents(args.corpus, args.split, ckpt.val_fraction(args.shards), args.limit, args.field)
     result = evaluate_bpb(
         ckpt.model, corpus, args.context, args.stride, view=view, compressor=compressor,
         batch_size=args.batch_size, progress=True,
@@ -51,10 +56,10 @@ def run(args: argparse.Namespace) -> int:
         if count:
             result.skipped[reason] = result.skipped.get(reason, 0) + count
     if not result.documents:
-        raise UserError(f"--corpus {args.corpus}: no document to score (skipped: {result.skipped or 'none'})")
-    summary = {"ckpt": str(ckpt.path), "corpus": args.corpus, **result.to_dict()}
+        raise corpus.nothing_to_score(result.skipped)
+    summary = {"ckpt": str(ckpt.path), "corpus": args.corpus, **corpus.describe(), **result.to_dict()}
     print(
-        f"bpb {result.bpb:.4f} over {len(result.documents)} documents, {result.raw_bytes} bytes "
+        f"bpb {result.bpb:.4f} over {len(result.documents)} documents of split {args.split.value}, {result.raw_bytes} bytes "
         f"({view.value} view, context {result.context}, stride {result.stride})"
     )
     if result.skipped:

@@ -1,11 +1,12 @@
 """`proxylm eval robust`: ReCode-style robustness of a checkpoint: robust pass@k and BPB under perturbations.
 
     proxylm eval robust --ckpt CKPT --task humaneval [--kinds func_name,syntax] [--seeds 5] [--limit K] [--json FILE]
-    proxylm eval robust --ckpt CKPT --no-code --corpus SRC [--docs 50]      # BPB deltas only
+    proxylm eval robust --ckpt CKPT --no-code --corpus SRC [--split val|train|all] [--docs 50]   # BPB deltas only
 
 Code: greedy completions of the nominal prompts and of each family's perturbed prompts (seeds
 0..N-1), graded in the sandbox; `robust_pass@1` is the worst case over seeds, averaged over
-families. Text: with --corpus, the BPB of clean and perturbed documents (`bpb_delta`).
+families. Text: with --corpus, the BPB of clean and perturbed documents (`bpb_delta`), on the
+held-out (val) split of the corpus unless --split says otherwise (see eval bpb).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import argparse
 import sys
 import time
 
-from proxylm.commands import positive_int
+from proxylm.commands import add_split_argument, positive_int
 from proxylm.commands.eval_code import add_unsafe_flag, warn_if_unsafe
 from proxylm.errors import UserError
 
@@ -33,8 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_unsafe_flag(parser)
     parser.add_argument("--no-code", action="store_true", help="skip the code benchmark (BPB deltas only)")
     # --- text ---
-    parser.add_argument("--corpus", help="also report BPB deltas on these documents (JSONL, files, parquet, stdlib)")
-    parser.add_argument("--docs", type=positive_int, default=50, help="documents of --corpus to perturb (default: 50)")
+    parser.add_argument("--corpus", help="also report BPB deltas on these documents (JSONL, files, parquet, stdlib, "
+                                         "a prepared directory)")
+    add_split_argument(parser)
+    parser.add_argument("--docs", type=positive_int, default=50, help="documents of the split to perturb (default: 50)")
     parser.add_argument("--bpb-seeds", type=positive_int, default=2, help="perturbation seeds per family for BPB (default: 2)")
     parser.add_argument("--context", type=positive_int, help="BPB window length in ids (default: max_seq_len)")
     parser.add_argument("--stride", type=positive_int, help="BPB window stride (default: half the window)")
@@ -63,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     if args.corpus:
         results["text"] = robust_text_results(args, ckpt, families)
         text = results["text"]
-        print(f"bpb {text['bpb']:.4f} clean, mean delta {text['bpb_delta']:+.4f} over {text['documents']} documents")
+        print(f"bpb {text['bpb']:.4f} clean, mean delta {text['bpb_delta']:+.4f} over {text['documents']} documents "
+              f"of split {text['split']}")
         for name, metrics in text["kinds"].items():
             print(f"  {name:<10} bpb_delta {metrics['bpb_delta']:+.4f}  worst {metrics['worst_bpb_delta']:+.4f}")
     results["seconds"] = round(time.perf_counter() - start, 2)
@@ -93,20 +97,20 @@ def robust_code_results(args: argparse.Namespace, generator, families) -> dict:
 
 
 def robust_text_results(args: argparse.Namespace, ckpt, families) -> dict:
-    from proxylm.data.corpus import open_corpus
+    from proxylm.evaluate.heldout import open_eval_documents
     from proxylm.evaluate.robust import robust_bpb
 
-    corpus = open_corpus(args.corpus, limit=args.docs)
+    corpus = open_eval_documents(args.corpus, args.split, ckpt.val_fraction(), args.docs)
     docs = list(corpus)
     if not docs:
-        raise UserError(f"--corpus {args.corpus}: no document to score (skipped: {corpus.skipped_counts()})")
+        raise corpus.nothing_to_score({k: v for k, v in corpus.skipped_counts().items() if v})
     view = ckpt.view
     compressor = ckpt.compressor() if view.needs_compressor else None
     text = robust_bpb(ckpt.model, docs, families, range(args.bpb_seeds), args.context, args.stride, view, compressor)
     skipped = {k: v for k, v in corpus.skipped_counts().items() if v}
     if skipped:
         print(f"skipped: {skipped}", file=sys.stderr)
-    return {**text, "skipped": skipped}
+    return {**corpus.describe(), **text, "skipped": skipped}
 
 
 def kinds(text: str) -> list:

@@ -26,7 +26,7 @@ Design choices:
   causal mask); padding targets are never scored.
 - `EvalCheckpoint` reads what evaluation needs beside the weights: the training schedule
   (a vanilla schedule means no sentinels: `bytes` or `tokens`) and the compressor the run's
-  shards were prepared with. `--ckpt` may name a checkpoint, a checkpoints directory (its
+  shards were prepared with, and the held-out share of that preparation. `--ckpt` may name a checkpoint, a checkpoints directory (its
   newest) or a run directory.
 """
 
@@ -368,6 +368,13 @@ class EvalCheckpoint:
             raise UserError(f"{self.path} records no compressor (no data.json); pass --shards DIR of a preparation")
         return compress.load(self.data_info["compressor"]["config"], Path(self.data_info["shards"]))
 
+    def val_fraction(self, shards: str | Path | None = None) -> float | None:
+        """The held-out share of the training preparation (or of `shards`), None if it is not on disk."""
+        from proxylm.data.shards import MANIFEST
+
+        path = Path(shards) / MANIFEST if shards is not None else (self.data_info or {}).get("manifest")
+        manifest = read_json(path) if path else None
+        return None if manifest is None else manifest.get("val_fraction")
 
 
 def _train_schedule(path: Path) -> dict[str, Any] | None:

@@ -195,7 +195,7 @@ class RunConfig:
     grad_accum: int = 1
     """Micro-batches per optimiser step (each of pack.batch_size rows per process)."""
     compile: bool = False
-    """torch.compile each block."""
+    """torch.compile the model (each block under FSDP2). A compile failure stops the run: never a silent eager fallback."""
     dtype: DType = DType.AUTO
     """Compute precision: bf16 autocast, fp32, or auto (bf16 where the device computes it natively)."""
     log_every: int = 10

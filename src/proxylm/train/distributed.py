@@ -8,7 +8,8 @@ Design choices:
   a MixedPrecisionPolicy (params in bf16, gradients reduced in fp32) — or DDP (torchtitan
   parallelize_llama). Under FSDP2 each block is compiled on its own, which is what its per-block
   all-gathers expect; otherwise the whole model is, so heads and loss fuse as well.
-  `Module.compile()` works in place, so state-dict keys stay free of `_orig_mod`.
+  `Module.compile()` works in place, so state-dict keys stay free of `_orig_mod`. A compile
+  that fails stops the run with a CompileError; it never falls back to eager unnoticed.
 - With one process the model is returned as it is (no wrapper to unwrap).
 - CPU FSDP2 runs shard an initialised model (see trainer.build_model): DTensor's random ops
   are exact for sharded initialisation on GPUs only.
@@ -16,7 +17,9 @@ Design choices:
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,16 +128,53 @@ def parallelize(model: nn.Module, info: DistInfo, cfg: TrainConfig) -> nn.Module
 def compile_model(model: nn.Module, per_block: bool) -> None:
     """torch.compile in place: per block under FSDP2 (its all-gathers run between blocks), else the
     whole model, so the output heads and the loss fuse too (~1.6x on the tiny CPU model).
-    Compiling is an optimisation: where it fails (say, no C++ compiler for the CPU backend),
-    torch logs why and runs that code eagerly instead of stopping the run."""
+    A run that asks for compile gets it or stops: TorchDynamo's fallback to eager on errors is
+    turned off (a "compiled" figure must never be an eager one), and `compile_failures` turns
+    what compile raises at the first step into a UserError naming run.compile."""
     import torch._dynamo
 
-    torch._dynamo.config.suppress_errors = True
+    if torch._dynamo.config.disable:
+        raise CompileError("run.compile=true but TorchDynamo is disabled (TORCHDYNAMO_DISABLE is set): "
+                           "unset it, or set run.compile=false to train eagerly")
+    torch._dynamo.config.suppress_errors = False  # also when TORCHDYNAMO_SUPPRESS_ERRORS asks otherwise
     if per_block:
         for block in transformer_blocks(model):
             block.compile()
     else:
         model.compile()
+
+
+class CompileError(UserError):
+    """torch.compile was asked for and cannot compile this model here."""
+
+
+@contextlib.contextmanager
+def compile_failures(enabled: bool) -> Iterator[None]:
+    """Name a torch.compile failure (raised lazily, at the first forward) as a CompileError."""
+    from torch._dynamo.exc import TorchDynamoException
+
+    try:
+        yield
+    except TorchDynamoException as exc:
+        if not enabled:
+            raise
+        reason = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise CompileError(f"run.compile=true but torch.compile failed: {reason} (TORCHDYNAMO_VERBOSE=1 shows "
+                           "where); fix that, or set run.compile=false to train eagerly") from exc
+
+
+@dataclass(frozen=True)
+class CompileStatus:
+    """What TorchDynamo compiled in this process so far (its counters): graphs, and breaks between them."""
+
+    graphs: int
+    graph_breaks: int
+
+    @classmethod
+    def now(cls) -> "CompileStatus":
+        from torch._dynamo.utils import counters
+
+        return cls(graphs=counters["stats"]["unique_graphs"], graph_breaks=sum(counters["graph_break"].values()))
 
 
 def apply_fsdp(model: nn.Module, dtype: DType) -> None:

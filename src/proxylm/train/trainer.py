@@ -52,6 +52,7 @@ from proxylm.train.distributed import (
     DistInfo,
     all_reduce_sum,
     barrier,
+    compile_failures,
     compute_cleanup,
     compute_init,
     parallelize,
@@ -118,8 +119,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     """Train as `cfg` says (resuming if cfg.ckpt.resume); returns where everything went."""
     info = compute_init(cfg.dist)
     try:
-        job = setup(cfg, info)
-        return fit(job)
+        with compile_failures(cfg.run.compile):
+            job = setup(cfg, info)
+            return fit(job)
     finally:
         compute_cleanup()
 
