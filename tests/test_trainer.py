@@ -205,3 +205,17 @@ def test_a_compiled_run_matches_the_eager_one(tmp_path, shards):
     for one, two in zip(read_metrics(eager.metrics), read_metrics(compiled.metrics)):
         assert two["loss"] == pytest.approx(one["loss"], rel=2e-2)
     assert list(load_model(compiled.checkpoint).state_dict()) == list(load_model(eager.checkpoint).state_dict())
+
+
+def test_checkpoints_record_the_longest_span_trained_and_evaluation_defaults_to_it(tmp_path, corpus):
+    from proxylm.evaluate.bpb import EvalCheckpoint, resolve_window
+
+    shards = tmp_path / "pieces"
+    prepare(corpus, "bpe:vocab=300", shards, val_fraction=0.05, max_piece_bytes=40)  # units of <= 40 + 4 ids
+    one_view = ["run.max_steps=2", "schedule.phases=[{mode: sentinel, rate_start: 0.5}]"]  # pairs would fill rows
+    result = train(load_train_config(config_file(tmp_path, shards), one_view))
+    data = json.loads((Path(result.checkpoint) / "data.json").read_text())
+    assert 0 < data["trained_context"] <= 40 + 4 < 64
+    ckpt = EvalCheckpoint.load(result.checkpoint)
+    assert resolve_window(ckpt.model, None, None, 2)[0] == data["trained_context"]  # not max_seq_len 64
+    assert resolve_window(ckpt.model, 64, None, 2)[0] == 64  # asked for explicitly

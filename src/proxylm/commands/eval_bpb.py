@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--field", default="text", help="JSONL / parquet field holding the text (default: text)")
     add_split_argument(parser)
     parser.add_argument("--limit", type=positive_int, metavar="K", help="only the first K documents of the split")
-    parser.add_argument("--context", type=positive_int, help="window length in ids (default: the model's max_seq_len)")
+    parser.add_argument("--context", type=positive_int, help="window length in ids (default: the longest span the model was trained on, else its max_seq_len)")
     parser.add_argument("--stride", type=positive_int, help="ids the window moves by (default: half the window)")
     parser.add_argument(
         "--view", choices=["raw", "compressed", "tokens", "bytes"],

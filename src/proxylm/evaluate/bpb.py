@@ -248,9 +248,11 @@ def document_pairs(docs: Iterable[Any]) -> Iterator[tuple[str, bytes]]:
 
 
 def resolve_window(model: Any, context: int | None, stride: int | None, header_len: int) -> tuple[int, int]:
-    """Default and check the window: context = max_seq_len, stride = half the body span."""
+    """Default and check the window: context = the longest span the model was trained on (recorded
+    by the trainer: short pieces never fill a row) or else max_seq_len; stride = half the body span."""
     max_len = model_max_seq_len(model)
-    context = context or max_len
+    trained = getattr(model, "trained_context", None)
+    context = context or (min(trained, max_len or trained) if trained else max_len)
     if context is None:
         raise UserError("--context is required: the model does not say its max_seq_len")
     stride = stride or max(1, (context - header_len) // 2)
@@ -351,7 +353,9 @@ class EvalCheckpoint:
 
         path = resolve_checkpoint(path)
         model = load_model(path, device=device).eval()
-        return cls(path, model, read_json(path / "data.json"), _train_schedule(path))
+        data_info = read_json(path / "data.json")
+        model.trained_context = (data_info or {}).get("trained_context")  # the default window (resolve_window)
+        return cls(path, model, data_info, _train_schedule(path))
 
     @property
     def view(self) -> View:

@@ -64,6 +64,7 @@ class Counters:
     symbols: int = 0  # non-pad positions trained on, all processes
     raw_bytes: int = 0  # raw document bytes covered, all processes
     train_time_s: float = 0.0  # wall time spent in training steps
+    max_position: int = 0  # the longest attention span trained on so far (positions, this process's rows)
 
 
 def step_dir_name(step: int) -> str:

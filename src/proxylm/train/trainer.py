@@ -319,7 +319,9 @@ def train_step(job: Job, lr: float, window: "Window") -> torch.Tensor:
     model, optimizer, accum = job.model, job.optimizer, job.cfg.run.grad_accum
     model.train()
     for micro in range(accum):
-        batch = job.loader.next_batch(job.counters.step).to(job.info.device, non_blocking=True)
+        batch = job.loader.next_batch(job.counters.step)
+        job.counters.max_position = max(job.counters.max_position, int(batch.pos.max()) + 1)
+        batch = batch.to(job.info.device, non_blocking=True)
         with gradient_sync(model, enabled=micro == accum - 1), autocast(job):
             out = model(batch.ids, batch.pos, batch.doc, batch.targets, batch.weights)
             (out.loss / accum).backward()
@@ -433,7 +435,7 @@ def save_checkpoint(job: Job, window: Window) -> int:
     window.absorb_counts()
     checkpoint.save(
         job.cfg.ckpt_dir, job.model, job.optimizer, job.loader, job.counters, job.model_cfg, job.cfg,
-        job.data_info, job.cfg.ckpt.keep, job.info,
+        {**job.data_info, "trained_context": job.counters.max_position}, job.cfg.ckpt.keep, job.info,
     )
     return job.counters.step
 
