@@ -392,3 +392,17 @@ def test_batched_sampling_is_reproducible_and_each_row_matches_its_seed_alone():
 def test_speculative_stream_equals_the_batched_greedy_row():
     model = tiny_model(4, n_raw_heads=1)
     assert Generator(model).generate("def ", 50).output == Generator(model).generate_batch(["def "], 50)[0].output
+
+
+def test_cli_generate_n_samples_in_one_batch_reports_total_bytes_and_texts(tmp_path, capsys):
+    model = tiny_model(n_raw_heads=1)
+    save_model(model, tmp_path / "ckpt")
+    out = tmp_path / "gen.json"
+    argv = ["generate", "--ckpt", str(tmp_path / "ckpt"), "--prompt", "def f", "--max-bytes", "12", "--n", "4",
+            "--temperature", "1.0", "--seed", "3", "--json", str(out), "--device", "cpu"]
+    assert main(argv) == 0
+    report = json.loads(out.read_text())
+    assert len(report["texts"]) == 4 and len(set(report["texts"])) > 1
+    assert report["bytes"] <= 48 and report["seconds"] > 0
+    assert report["texts"] == Generator(model).complete(["def f"] * 4, 12, temperature=1.0, seed=3)  # as eval code samples
+    assert capsys.readouterr().out.count("--- sample") == 4

@@ -279,6 +279,11 @@ class Generator:
         stop: Sequence[str] = (),
     ) -> list[str]:
         """The text each prompt continues with (the prompt and any stop string excluded), as one batch."""
-        seeds = [int(np.random.SeedSequence([seed, index]).generate_state(1)[0]) for index in range(len(prompts))]
+        seeds = sample_seeds(seed, len(prompts))
         gens = self.generate_batch(prompts, max_bytes, temperature=temperature, top_p=top_p, seeds=seeds, stop=stop)
         return [g.text for g in gens]
+
+
+def sample_seeds(seed: int, n: int) -> list[int]:
+    """The seed of each of n rows drawn under one user seed: row i gets (seed, i) hashed."""
+    return [int(np.random.SeedSequence([seed, index]).generate_state(1)[0]) for index in range(n)]
