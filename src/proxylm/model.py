@@ -514,11 +514,18 @@ class Transformer(nn.Module):
         cache.length = start + T
         h = self.norm(h)  # (B, T, D)
         if rows is not None:
-            weight = self.tok_embeddings.weight if self.output is None else self.output.weight
-            logits = F.linear(h, weight.index_select(0, rows))  # (B, T, R)
+            logits = F.linear(h, self._head_rows(rows))  # (B, T, R)
             return StepOutput(logits=logits, head_logits=[logits])
         logits = [self.head_logits(h, head) for head in range(self.cfg.n_output_heads)]
         return StepOutput(logits=logits[0], head_logits=logits)
+
+    def _head_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Head 0's weight rows at `rows` (R, D), gathered once per rows tensor (and again if the weight changes)."""
+        weight = self.tok_embeddings.weight if self.output is None else self.output.weight
+        cached = self.__dict__.get("_head_rows_cache")
+        if cached is None or cached[0] is not rows or cached[1] != weight._version:
+            self.__dict__["_head_rows_cache"] = cached = (rows, weight._version, weight.index_select(0, rows))
+        return cached[2]
 
     @staticmethod
     def _step_mask(cache: KVCache, start: int, T: int, doc: torch.Tensor | None) -> AttentionMask:
