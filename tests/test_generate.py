@@ -367,15 +367,16 @@ def test_batched_rows_that_end_their_view_leave_the_batch_and_the_others_go_on()
 
 def test_batched_greedy_equals_alone_across_context_rebuilds():
     gen = Generator(tiny_model(2, max_seq_len=32), speculative=False)
-    prompts = ["x = 1\n", "def f(a):\n    return a"]
+    prompts = ["x = 1\n", "def f(a):\n    return a", "y = [" + "1, " * 15]  # the last is longer than the window
     alone = [gen.generate(p, 70) for p in prompts]
     batched = gen.generate_batch(prompts, 70)
     assert all(g.stats.rebuilds >= 2 for g in batched)
     assert [g.output for g in batched] == [g.output for g in alone]
     # The one-sequence loop (uncached reference) agrees too.
     allowed = allowed_mask(400, raw_output_ids())
-    reference = list(decode_ids(gen.model, prompt_ids(b"x = 1\n"), 70, allowed, RAW_STOP_IDS, pinned=2, use_cache=False))
-    assert vocab.ids_to_bytes([i for i in reference if i not in RAW_STOP_IDS]) == alone[0].output
+    for prompt, one in zip(prompts, alone):
+        reference = list(decode_ids(gen.model, prompt_ids(prompt.encode()), 70, allowed, RAW_STOP_IDS, pinned=2, use_cache=False))
+        assert vocab.ids_to_bytes([i for i in reference if i not in RAW_STOP_IDS]) == one.output
 
 
 def test_batched_sampling_is_reproducible_and_each_row_matches_its_seed_alone():
