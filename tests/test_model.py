@@ -141,6 +141,25 @@ def test_cached_single_steps_match_the_full_forward():
     assert cache.length == 12
 
 
+def test_left_padded_rows_with_own_positions_and_kept_rows_match_each_row_alone():
+    model = tiny_model()
+    a, b = random_ids(1, 9, seed=2), random_ids(1, 5, seed=3)
+    rows = torch.tensor([70, 5, 300, 2])
+    cache = model.init_cache(2, 16)
+    ids = torch.cat([a, torch.cat([torch.zeros(1, 4, dtype=torch.long), b], dim=1)])  # b left-padded by 4
+    doc = torch.tensor([[0] * 9, [-1] * 4 + [0] * 5])
+    pos = torch.tensor([list(range(9)), [0] * 4 + list(range(5))])
+    with torch.no_grad():
+        step = model.forward_step(ids, cache, pos, doc, rows=rows)
+        cache.keep_rows(torch.tensor([1]))  # row a leaves the batch
+        nxt = model.forward_step(torch.tensor([[77]]), cache, torch.tensor([[5]]), torch.tensor([[0]]), rows=rows)
+        alone_a = model(a).logits[0, -1]
+        alone_b = model(torch.cat([b, torch.tensor([[77]])], dim=1)).logits[0, -2:]
+    assert step.logits.shape == (2, 9, 4)
+    assert close(step.logits[0, -1], alone_a[rows]) and close(step.logits[1, -1], alone_b[0, rows])
+    assert cache.batch_size == 1 and close(nxt.logits[0, 0], alone_b[1, rows])
+
+
 def test_multi_token_step_matches_single_steps():
     model = tiny_model(n_main_heads=2)
     ids = random_ids(1, 10)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from proxylm import compress, vocab
 from proxylm.cli import main
 from proxylm.data.mixer import Kind, Plan, build_units
 from proxylm.errors import UserError
-from proxylm.evaluate.translate import Direction, Pair, crop, probe_translation
+from proxylm.evaluate.translate import Direction, Pair, crop, greedy_bodies, pairs, probe_translation
 from proxylm.model import ModelConfig, ModelOutput, StepOutput, Transformer
 from proxylm.model_io import save_model
 
@@ -51,7 +52,7 @@ class KnowsTheAnswer(Transformer):
                 return ref[len(prefix) + ahead]
         return vocab.EOS
 
-    def _logits(self, rows: list[list[int]], positions: range, head: int) -> torch.Tensor:
+    def _logits(self, rows: list[list[int]], positions: Sequence[int], head: int) -> torch.Tensor:
         logits = torch.zeros(len(rows), len(positions), self.cfg.head_vocab_size(head))
         for b, row in enumerate(rows):
             for i, t in enumerate(positions):
@@ -63,11 +64,23 @@ class KnowsTheAnswer(Transformer):
     def forward(self, ids, pos=None, doc=None, targets=None, weights=None):
         return ModelOutput(logits=self._logits(ids.tolist(), range(ids.shape[1]), 0))
 
-    def forward_step(self, ids, cache, pos=None, doc=None):
-        row = self.history.get(id(cache), [])[: cache.length] + ids[0].tolist()
-        self.history[id(cache)] = row
-        start, cache.length = cache.length, len(row)
-        heads = [self._logits([row], range(start, len(row)), h) for h in range(self.cfg.n_output_heads)]
+    def forward_step(self, ids, cache, pos=None, doc=None, rows=None):
+        """Keeps the ids it reads in its cache (so batch rows that leave take theirs along); padding has doc < 0."""
+        (B, T), start = ids.shape, cache.length
+        cache.length = start + T
+        cache.k[0, :, 0, start : cache.length, 0] = ids.float()
+        cache.doc[:, start : cache.length] = doc if doc is not None else 0
+        read = [[int(i) for i, d in zip(cache.k[0, b, 0, : cache.length, 0].tolist(), cache.doc[b, : cache.length].tolist()) if d >= 0]
+                for b in range(B)]
+        heads = []
+        for h in range(self.cfg.n_output_heads):
+            logits = torch.zeros(B, T, self.cfg.head_vocab_size(h))
+            for b, row in enumerate(read):
+                seen = (cache.doc[b, : cache.length] >= 0).cumsum(0)[start:].tolist()  # real ids read by each query
+                logits[b] = self._logits([row], [max(n - 1, 0) for n in seen], h)[0]
+            heads.append(logits)
+        if rows is not None:
+            heads = [heads[0][..., rows]]
         return StepOutput(logits=heads[0], head_logits=heads)
 
 
@@ -118,6 +131,16 @@ def test_random_model_numbers_are_in_range():
     assert 0 < result["bpb_given_compressed"] < 20 and 0 < result["raw_bpb"] < 20
     assert math.isfinite(result["raw_to_compressed"]["bpb"])
     assert result["documents"] == 3 and result["raw_bytes"] == sum(len(d) for _, d in DOCS)
+
+
+def test_batched_greedy_bodies_equal_each_document_decoded_alone():
+    model = tiny_model(3)
+    selected = list(pairs(DOCS, GZIP, 256, model.cfg.max_seq_len, {}))
+    for direction in Direction:
+        batched = greedy_bodies(model, selected, direction, batch_size=8)
+        alone = [greedy_bodies(model, [p], direction, batch_size=1)[0] for p in selected]
+        assert batched == alone
+        assert all(len(b) <= len(p.target(direction)) for b, p in zip(batched, selected))
 
 
 def test_documents_are_cropped_at_utf8_boundaries_and_too_long_ones_are_counted():

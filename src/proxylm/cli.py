@@ -21,6 +21,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("eval", "bpb"): ("eval_bpb", "bits per raw byte on a corpus"),
     ("eval", "code"): ("eval_code", "HumanEval / MBPP pass@k in a sandbox"),
     ("eval", "robust"): ("eval_robust", "ReCode-style robustness of pass@k and BPB"),
+    ("eval", "harness"): ("eval_harness", "lm-evaluation-harness tasks on raw bytes (proxylm[lm-eval])"),
     ("generate",): ("generate", "sample raw bytes from a checkpoint"),
     ("export",): ("export", "export a checkpoint as a transformers model"),
     ("study",): ("study", "compute-matched comparison of training arms"),

@@ -23,6 +23,8 @@ Design choices:
   One head's logits are live at a time, except head 0's, which are returned.
 - Generation: a preallocated KV cache (`init_cache`), `forward_step` appends T >= 1 tokens and returns
   every head's logits (raw heads can serve as drafts), `cache.truncate(n)` rolls back rejected drafts.
+  Batched decoding passes per-row positions and document ids (-1 on left padding), asks for head 0 at the
+  allowed output ids only (`rows`), and drops finished rows with `cache.keep_rows`.
 - `Transformer(cfg)` is safe on the meta device; `init_weights()` is separate (build on meta,
   `to_empty`, `init_weights`). Built on a real device it initialises itself.
 - Presets: the reference implementation's shapes for 0.5b..14b, plus small CPU sizes (`model_preset`).
@@ -198,6 +200,12 @@ class KVCache:
         self.k[layer, :, :, start:end] = k
         self.v[layer, :, :, start:end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def keep_rows(self, index: torch.Tensor) -> None:
+        """Keep (or repeat) the rows at `index` (B',): rows that finished decoding leave the batch."""
+        self.k = self.k.index_select(1, index)
+        self.v = self.v.index_select(1, index)
+        self.doc = self.doc.index_select(0, index)
 
     def truncate(self, length: int) -> None:
         """Forget every position from `length` on (e.g. rejected draft tokens)."""
@@ -486,9 +494,10 @@ class Transformer(nn.Module):
         max_len = max_len or self.cfg.max_seq_len
         return KVCache(self.cfg, batch_size, max_len, device or weight.device, dtype or weight.dtype)
 
-    def forward_step(self, ids: torch.Tensor, cache: KVCache, pos=None, doc=None) -> StepOutput:
+    def forward_step(self, ids: torch.Tensor, cache: KVCache, pos=None, doc=None, rows=None) -> StepOutput:
         """Append ids (B, T) to the cache and return every head's logits at those T positions.
-        pos defaults to the cache positions; doc (B, T) ids keep rows' documents (or left padding) apart."""
+        pos defaults to the cache positions; doc (B, T) ids keep rows' documents (or left padding) apart.
+        rows (R,) ids: compute head 0 only, at these output ids (logits (B, T, R)), e.g. the bytes a decoder may write."""
         B, T = ids.shape
         start = cache.length
         if B != cache.batch_size:
@@ -503,9 +512,20 @@ class Transformer(nn.Module):
         for i, layer in enumerate(self.layers):
             h = layer(h, rope, mask, CacheSlot(cache, i, start))
         cache.length = start + T
-        h = self.norm(h)
+        h = self.norm(h)  # (B, T, D)
+        if rows is not None:
+            logits = F.linear(h, self._head_rows(rows))  # (B, T, R)
+            return StepOutput(logits=logits, head_logits=[logits])
         logits = [self.head_logits(h, head) for head in range(self.cfg.n_output_heads)]
         return StepOutput(logits=logits[0], head_logits=logits)
+
+    def _head_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Head 0's weight rows at `rows` (R, D), gathered once per rows tensor (and again if the weight changes)."""
+        weight = self.tok_embeddings.weight if self.output is None else self.output.weight
+        cached = self.__dict__.get("_head_rows_cache")
+        if cached is None or cached[0] is not rows or cached[1] != weight._version:
+            self.__dict__["_head_rows_cache"] = cached = (rows, weight._version, weight.index_select(0, rows))
+        return cached[2]
 
     @staticmethod
     def _step_mask(cache: KVCache, start: int, T: int, doc: torch.Tensor | None) -> AttentionMask:

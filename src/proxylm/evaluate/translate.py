@@ -19,9 +19,8 @@ Design choices:
 - Documents are cropped to `max_doc_bytes` (at a UTF-8 boundary) before compressing, so a
   probe stays short; a document whose two views together do not fit the context is skipped
   and counted as `too_long`, never cut mid-view.
-- Greedy decoding uses `decode_ids`, speculative where the model has extra heads (identical
-  to one-id greedy decoding); raw heads draft only in the forward direction, where the
-  positions are raw.
+- Greedy decoding is batched (`decode_rows`, `batch_size` documents at a time); each row equals
+  the document decoded alone.
 """
 
 from __future__ import annotations
@@ -34,11 +33,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from proxylm import vocab
 from proxylm.errors import UserError
 from proxylm.evaluate.bpb import LN2, Framed, View, document_pairs, frame, score
-from proxylm.evaluate.generate import allowed_mask, decode_ids, drop_incomplete_tail, raw_output_ids
+from proxylm.evaluate.decoder import Row, decode_rows
+from proxylm.evaluate.generate import drop_incomplete_tail, raw_output_ids
 
 FRAME_IDS = 4  # ids fed besides the two bodies: <bos>, the first view's two sentinels, the second's opening one
 
@@ -138,21 +139,36 @@ def pairs(docs: Iterable[Any], compressor: Any, max_doc_bytes: int, max_len: int
         yield pair
 
 
-def greedy_body(model: torch.nn.Module, pair: Pair, direction: Direction) -> list[int]:
-    """The body the model writes greedily after the prompt, at most as long as the reference."""
+def greedy_bodies(
+    model: torch.nn.Module, selected: list[Pair], direction: Direction, batch_size: int, progress: bool = False
+) -> list[list[int]]:
+    """The body the model writes greedily after each pair's prompt, at most as long as its reference;
+    `batch_size` pairs decode together."""
     cfg = model.cfg
     if direction is Direction.FORWARD:
         stop_ids = (vocab.RAW_CLOSE, vocab.EOS)
         allowed_ids = raw_output_ids()
-        heads = cfg.n_main_heads + cfg.n_raw_heads  # raw heads draft at raw positions
     else:
         stop_ids = (vocab.COMPRESSED_CLOSE, vocab.EOS)
         allowed_ids = [*range(vocab.SYMBOL_OFFSET, cfg.vocab_size), *stop_ids]
-        heads = cfg.n_main_heads
-    allowed = allowed_mask(cfg.vocab_size, allowed_ids, next(model.parameters()).device)
-    reference = pair.target(direction)
-    out = decode_ids(model, pair.prompt(direction).tolist(), len(reference), allowed, stop_ids, draft_heads=heads)
-    return [t for t in out if t not in stop_ids]
+    bodies: list[list[int]] = [[] for _ in selected]
+
+    def collector(body: list[int]):
+        def accept(token: int) -> bool:
+            if token in stop_ids:
+                return True
+            body.append(token)
+            return False
+
+        return accept
+
+    rows = [Row(p.prompt(direction).tolist(), len(p.target(direction)), collector(b)) for p, b in zip(selected, bodies)]
+    with tqdm(total=len(rows), desc=f"translate {direction.value}", unit="doc", disable=not progress) as bar:
+        for start in range(0, len(rows), batch_size):
+            for _ in decode_rows(model, rows[start : start + batch_size], allowed_ids):
+                pass
+            bar.update(len(rows[start : start + batch_size]))
+    return bodies
 
 
 def compare(written: list[int], reference: np.ndarray) -> int:
@@ -171,8 +187,6 @@ def probe_translation(
     progress: bool = False,
 ) -> TranslationReport:
     """Both directions of the translation probe over `docs` (Documents or (id, bytes) pairs)."""
-    from tqdm import tqdm
-
     if model.cfg.vocab_size < vocab.vocab_size(compressor.alphabet_size):
         raise UserError(
             f"the model has {model.cfg.vocab_size} ids but compressor '{compressor.name}' needs "
@@ -182,9 +196,8 @@ def probe_translation(
     report = TranslationReport()
     max_len = model.cfg.max_seq_len
     selected = list(pairs(docs, compressor, max_doc_bytes, max_len, report.skipped))
-    for pair in tqdm(selected, desc="translate", unit="doc", disable=not progress):
-        for direction, tally in ((Direction.FORWARD, report.forward), (Direction.REVERSE, report.reverse)):
-            written = greedy_body(model, pair, direction)
+    for direction, tally in ((Direction.FORWARD, report.forward), (Direction.REVERSE, report.reverse)):
+        for pair, written in zip(selected, greedy_bodies(model, selected, direction, batch_size, progress)):
             reference = pair.target(direction)
             matched = compare(written, reference)
             tally.documents += 1
