@@ -64,8 +64,9 @@ class ShardsError(UserError, ValueError):
     """A shard directory that is missing, incomplete or inconsistent; the message names it."""
 
 
-def shard_name(index: int) -> str:
-    return f"shard-{index:05d}"
+def shard_name(index: int, task: int | None = None) -> str:
+    """`shard-00012`; a shard written by task 3 of a multi-task prepare: `shard-00003-00012`."""
+    return f"shard-{index:05d}" if task is None else f"shard-{task:05d}-{index:05d}"
 
 
 class ContentHash:
@@ -166,10 +167,11 @@ class ShardWriter:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def remove_temporaries(split_dir: Path) -> None:
-    """Delete half-written shards left by a killed run."""
+def remove_temporaries(split_dir: Path, task: int | None = None) -> None:
+    """Delete half-written shards left by a killed run (only task `task`'s: other tasks may be writing)."""
     if split_dir.is_dir():
-        for path in split_dir.glob(f"{TEMP_PREFIX}*"):
+        pattern = f"{TEMP_PREFIX}*" if task is None else f"{TEMP_PREFIX}{shard_name(0, task)[:-5]}*"
+        for path in split_dir.glob(pattern):
             shutil.rmtree(path, ignore_errors=True)
 
 
