@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import enum
+import os
 
 from proxylm.data.corpus import DEFAULT_MAX_DOC_BYTES, DEFAULT_MAX_PIECE_BYTES, CorpusKind
 from proxylm.errors import UserError
@@ -72,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         manifest = _run_datatrove(config, args.tasks or args.workers)
     else:
         manifest = run_prepare(config, progress=True)
-    print(summary(manifest, args.out))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
+        print(summary(manifest, args.out))
     return 0
 
 

@@ -11,11 +11,16 @@ Design choices:
   rebuild the compressor from the files it saved into the output directory, exactly as
   `Shards.compressor()` will later; results come back in order, so the shards do not depend on
   the number of workers.
+  With one worker, a thread of the main process encodes while the main thread reads and writes.
 - Trainable compressors are fitted on a bounded sample of the TRAIN split only: the documents
   with the smallest hash of their id, up to `fit_bytes` (a seeded uniform sample in one pass).
   A fitted compressor is saved with a random fit id; a re-run with the same options reloads it.
 - Idempotent: every shard records the run's fingerprint (options, compressor config, fit id)
   and a hash of its documents; a re-run reuses the shards that match and rewrites the others.
+- Tasks (datatrove, see proxylm.data.datatrove_step; torchrun, see `run_prepare_ranks`): the
+  compressor is fitted once and saved with a plan (out/tasks/plan.json); task r writes shards
+  `shard-<r>-<k>` and then a record out/tasks/task-<r>.json; `merge_tasks` writes the manifest once
+  every record is there. Contents equal the one-process prepare's; only the shard layout differs.
 - Atomic: shards appear by directory rename; the manifest is written last and deleted before
   anything it lists is changed, so a prepare killed at any moment never leaves a directory
   that `Shards.open` accepts with partial or mixed data.
@@ -33,7 +38,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
@@ -274,16 +279,6 @@ def _encode_in_worker(datas: list[bytes]) -> list[tuple[np.ndarray, np.ndarray |
     return encode_documents(_WORKER_COMPRESSOR, datas)
 
 
-class _Done:
-    """A finished 'future' for work done in the main process (workers=1)."""
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def result(self) -> Any:
-        return self.value
-
-
 # ---- shards ------------------------------------------------------------------------------------
 
 
@@ -321,12 +316,12 @@ class _ShardPipeline:
         self.slots: dict[Split, _Slot | None] = {split: None for split in Split}
         self.next_index = {split: 0 for split in Split}
         self.metas: dict[Split, dict[int, dict[str, Any]]] = {split: {} for split in Split}
-        self.pending: deque[tuple[ShardWriter, Split, int, list[Document], Future | _Done, bool]] = deque()
+        self.pending: deque[tuple[ShardWriter, Split, int, list[Document], Future, bool]] = deque()
         self.open_writers: list[ShardWriter] = []
         self.written = self.reused = 0
         self.source_documents = {split: 0 for split in Split}  # documents, as opposed to stored pieces
         self.saved = saved
-        self.pool: ProcessPoolExecutor | None = None  # started on the first chunk: a full resume needs none
+        self.pool: Executor | None = None  # started on the first chunk: a full resume needs none
         self.max_in_flight = 2 * config.workers
         for split in Split:
             remove_temporaries(out / split.value, task)
@@ -402,14 +397,18 @@ class _ShardPipeline:
     def _submit(self, slot: _Slot, split: Split, last: bool) -> None:
         datas = [d.data for d in slot.chunk]
         if self.config.workers == 1:
-            future: Future | _Done = _Done(encode_documents(self.compressor, datas))
+            future = self._workers().submit(encode_documents, self.compressor, datas)
         else:
             future = self._workers().submit(_encode_in_worker, datas)
         self.pending.append((slot.writer, split, slot.index, slot.chunk, future, last))
         slot.chunk, slot.chunk_bytes = [], 0
         self._drain(self.max_in_flight)
 
-    def _workers(self) -> ProcessPoolExecutor:
+    def _workers(self) -> Executor:
+        if self.pool is None and self.config.workers == 1:
+            # One encoding thread: reading, hashing and writing go on while it encodes (compressors
+            # release the GIL in their native code: tiktoken, zlib, torch).
+            self.pool = ThreadPoolExecutor(1, thread_name_prefix="encode")
         if self.pool is None:
             self.pool = ProcessPoolExecutor(
                 max_workers=self.config.workers,
@@ -582,7 +581,7 @@ def run_prepare_ranks(config: PrepareConfig, *, progress: bool = False) -> dict[
     rank, world = dist.get_rank(), dist.get_world_size()
     try:
         if rank == 0:
-            plan_tasks(config, world, "documents", progress=progress)
+            plan_tasks(config, world, "documents", progress=progress)  # fits a trainable compressor once
         dist.barrier()
         plan = TaskPlan.read(config.out)
         corpus = Corpus(plan.config.corpus)

@@ -1,0 +1,75 @@
+"""`torchrun` shards a neural `prepare` by documents: two gloo ranks write what one process writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from proxylm.data.prepare import prepare
+from proxylm.data.shards import MANIFEST, Shards
+
+REPO = Path(__file__).parent.parent
+OPTIONS = {"val_fraction": 0.25, "shard_docs": 4, "max_piece_bytes": 1024}
+
+
+@pytest.fixture(scope="module")
+def byte_lm(tmp_path_factory) -> Path:
+    import torch
+
+    from proxylm.model import ModelConfig, Transformer
+    from proxylm.model_io import save_model
+
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(dim=32, n_layers=1, n_heads=2, max_seq_len=64))
+    with torch.no_grad():
+        model.output.weight.mul_(20)  # sharper than a fresh init, so windows hold a few bytes
+    return save_model(model, tmp_path_factory.mktemp("model") / "byte-lm")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "docs.jsonl"
+    sources = sorted(Path(os.__file__).parent.glob("*.py"))[:10]
+    with path.open("w") as fh:
+        for source in sources:
+            fh.write(json.dumps({"text": source.read_text()[:1500]}) + "\n")
+        fh.write("not json\n")
+    return path
+
+
+def stored(out: Path) -> dict[str, tuple[str, bytes, bytes, bytes]]:
+    found = {}
+    for split in ("train", "val"):
+        shards = Shards.open(out, split)
+        for i in range(len(shards)):
+            found[shards.doc_id(i)] = (split, shards.raw(i).tobytes(), shards.symbols(i).tobytes(), shards.side(i).tobytes())
+    return found
+
+
+def test_two_ranks_write_the_symbols_of_one_process(tmp_path, corpus, byte_lm):
+    spec = f"neural:model={byte_lm},chunk_bytes=64"  # many chunks in flight: few rounds of model calls
+    one = prepare(corpus, spec, tmp_path / "one", **OPTIONS)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "proxylm", "prepare",
+        "--corpus", str(corpus), "--compressor", spec, "--out", str(tmp_path / "two"), "--val-fraction", "0.25",
+        "--shard-docs", "4", "--max-piece-bytes", "1024",
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("prepared ") == 1  # rank 0 alone prints the summary
+    two = json.loads((tmp_path / "two" / MANIFEST).read_text())
+    figures = ("documents", "pieces", "raw_bytes", "symbols", "skipped", "splits")
+    strip = lambda m: {k: m[k] for k in figures if k != "splits"} | {s: m["splits"][s]["pieces"] for s in m["splits"]}  # noqa: E731
+    assert strip(two) == strip(one)
+    assert two["run"]["executor"] == "torchrun" and two["run"]["tasks"] == 2
+    names = {e["name"][:11] for e in two["splits"]["train"]["shards"]}
+    assert names == {"shard-00000", "shard-00001"}  # both ranks wrote shards
+    expected = stored(tmp_path / "one")
+    assert one["pieces"] > one["documents"]
+    assert stored(tmp_path / "two") == expected
