@@ -12,32 +12,16 @@ import pytest
 
 from proxylm.data.prepare import prepare
 from proxylm.data.shards import MANIFEST, Shards
+from conftest import write_stdlib_jsonl
 
 REPO = Path(__file__).parent.parent
 OPTIONS = {"val_fraction": 0.25, "shard_docs": 4, "max_piece_bytes": 1024}
 
 
 @pytest.fixture(scope="module")
-def byte_lm(tmp_path_factory) -> Path:
-    import torch
-
-    from proxylm.model import ModelConfig, Transformer
-    from proxylm.model_io import save_model
-
-    torch.manual_seed(0)
-    model = Transformer(ModelConfig(dim=32, n_layers=1, n_heads=2, max_seq_len=64))
-    with torch.no_grad():
-        model.output.weight.mul_(20)  # sharper than a fresh init, so windows hold a few bytes
-    return save_model(model, tmp_path_factory.mktemp("model") / "byte-lm")
-
-
-@pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("corpus") / "docs.jsonl"
-    sources = sorted(Path(os.__file__).parent.glob("*.py"))[:10]
-    with path.open("w") as fh:
-        for source in sources:
-            fh.write(json.dumps({"text": source.read_text()[:1500]}) + "\n")
+    path = write_stdlib_jsonl(tmp_path_factory.mktemp("corpus") / "docs.jsonl", files=10, chars=1500)
+    with path.open("a") as fh:
         fh.write("not json\n")
     return path
 
@@ -51,8 +35,8 @@ def stored(out: Path) -> dict[str, tuple[str, bytes, bytes, bytes]]:
     return found
 
 
-def test_two_ranks_write_the_symbols_of_one_process(tmp_path, corpus, byte_lm):
-    spec = f"neural:model={byte_lm},chunk_bytes=64"  # many chunks in flight: few rounds of model calls
+def test_two_ranks_write_the_symbols_of_one_process(tmp_path, corpus, transformer_dir):
+    spec = f"neural:model={transformer_dir},chunk_bytes=64"  # many chunks in flight: few rounds of model calls
     one = prepare(corpus, spec, tmp_path / "one", **OPTIONS)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
     command = [
