@@ -125,8 +125,9 @@ def write_repeated_jsonl(path: Path, repeat: int) -> int:
 
 
 def show(row: dict, label: str) -> None:
+    spec = "bpe (fitted)" if row["compressor"].startswith("bpe:path=") else row["compressor"]
     print(
-        f"{label:<26} {row['compressor']:<16} {row['documents']:>7,} {row['raw_bytes'] / 1e6:>8.1f} {row['seconds']:>7.1f}"
+        f"{label:<26} {spec:<16} {row['documents']:>7,} {row['raw_bytes'] / 1e6:>8.1f} {row['seconds']:>7.1f}"
         f" {row['bytes_per_s'] / 1e6:>7.2f} {row['fit_s']:>6.1f} {row['encode_bytes_per_s'] / 1e6:>8.2f}"
         f" {row['ratio']:>6.3f} {row['peak_rss'] / 1e6:>8.0f} {row['cpu_seconds']:>6.1f} {row['bytes_per_cpu_s'] / 1e6:>9.2f}",
         flush=True,

@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from proxylm.data.corpus import CorpusConfig
-    from proxylm.data.prepare import PrepareConfig, run_prepare
+    from proxylm.data.prepare import PrepareConfig, run_prepare, run_prepare_ranks
 
     config = PrepareConfig(
         corpus=CorpusConfig(
@@ -69,8 +69,13 @@ def run(args: argparse.Namespace) -> int:
     executor = Executor(args.executor)
     if args.tasks is not None and executor is not Executor.DATATROVE:
         raise UserError("--tasks needs --executor datatrove")
+    torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if executor is Executor.DATATROVE:
+        if torchrun:
+            raise UserError("--executor datatrove runs its own tasks; launch it without torchrun")
         manifest = _run_datatrove(config, args.tasks or args.workers)
+    elif torchrun:
+        manifest = run_prepare_ranks(config, progress=os.environ.get("RANK") == "0")
     else:
         manifest = run_prepare(config, progress=True)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all

@@ -169,9 +169,7 @@ def prepare(
 
 
 def run_prepare(config: PrepareConfig, *, progress: bool = False) -> dict[str, Any]:
-    """Prepare in this process (and its workers), or as one rank of `torchrun` when launched by it."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return run_prepare_ranks(config, progress=progress)
+    """Prepare in this process and its workers (`run_prepare_ranks` is the torchrun form)."""
     start = time.perf_counter()
     say = _printer(progress)
     corpus, out, state, fingerprint = _begin(config, say)
@@ -564,7 +562,7 @@ def _task_record_of(out: Path, plan: TaskPlan, rank: int) -> dict[str, Any]:
 
 
 def run_prepare_ranks(config: PrepareConfig, *, progress: bool = False) -> dict[str, Any]:
-    """One rank of `torchrun ... proxylm prepare`: rank r encodes documents r, r + W, r + 2W, ... into
+    """One rank of `torchrun ... proxylm prepare` (every rank calls it): rank r encodes documents r, r + W, r + 2W, ... into
     its own shards; rank 0 fits the compressor first and writes the manifest after the others.
 
     Every rank reads the whole corpus (reading is cheap next to a neural model's pass) and keeps
