@@ -421,8 +421,7 @@ class _ShardPipeline:
             writer, split, index, chunk, future, last = self.pending[0]
             results = future.result()
             self.pending.popleft()
-            for doc, (symbols, side) in zip(chunk, results):
-                writer.add(doc.key, doc.data, symbols, side)
+            writer.add_many([doc.key for doc in chunk], [doc.data for doc in chunk], results)
             if last:
                 self.metas[split][index] = writer.finish()
                 self.open_writers.remove(writer)
