@@ -1,8 +1,8 @@
 """`prepare` on datatrove: pipeline steps that write proxylm shards, for local and Slurm executors.
 
-    plan = plan(PrepareConfig(corpus=CorpusConfig("data/*.jsonl"), compressor="bpe:vocab=8192", out="shards"), tasks=64)
+    plan(PrepareConfig(corpus=CorpusConfig("data/*.jsonl"), compressor="bpe:vocab=8192", out="shards"), tasks=64)
     write = SlurmPipelineExecutor([JsonlReader("data/"), WriteShards("shards")], tasks=64, logging_dir="shards/tasks/logs", ...)
-    SlurmPipelineExecutor([MergeManifest("shards")], tasks=1, depends=write, ...).run()
+    SlurmPipelineExecutor([MergeManifest("shards")], tasks=1, depends=write, ...).run()   # runs `write` first
 
 `proxylm prepare ... --executor datatrove --tasks N` runs the same with `LocalPipelineExecutor`
 and proxylm's own corpus reader (`WriteShards(out, corpus=...)`), so its documents, ids, splits
