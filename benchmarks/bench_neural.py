@@ -10,7 +10,9 @@ runs/neural-compressor-tiny, trained first (a few minutes) if it is missing:
 `--make-corpus` then `proxylm train configs/neural-compressor-tiny.yaml`.
 
 Reported: bytes per symbol (the manifest's `ratio`) and the ratio in bits (8 bytes / 16-bit
-symbols), window lengths, MB/s with one process and with `--workers` processes, the peak RSS of
+symbols), window lengths, MB/s with one process and with `--workers` processes, `proxylm prepare`
+of the same documents end to end under `torchrun` with `--ranks` processes (MB/s and MB per
+CPU-second of the whole process tree, process start and model loading included), the peak RSS of
 the whole process tree (sampled every 50 ms), the collision statistics of
 proxylm.probes.collisions, and an exact decode of a few documents with their side information.
 `--json` writes the same figures; the headline key is `bytes_per_s` (the multi-process speed).
@@ -21,8 +23,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -122,12 +127,35 @@ def timed_encode(spec: str, docs: list[bytes], workers: int) -> tuple[list, floa
     return results, seconds, cpu_seconds, memory.get("bytes", 0.0)
 
 
+def timed_prepare(spec: str, docs: list[bytes], ranks: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the process tree) of `torchrun --nproc_per_node ranks -m proxylm
+    prepare` on `docs` written as JSONL."""
+    work = Path(tempfile.mkdtemp(prefix="proxylm-bench-neural-"))
+    try:
+        corpus = work / "docs.jsonl"
+        with open(corpus, "w") as fh:
+            for doc in docs:
+                fh.write(json.dumps({"text": doc.decode("utf-8")}) + "\n")
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks),
+                   "-m", "proxylm", "prepare", "--corpus", str(corpus), "--compressor", spec, "--out", str(work / "out")]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        subprocess.run(command, env=env, check=True, capture_output=True)
+        seconds = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return seconds, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help=f"compressor LM (default {DEFAULT_MODEL.relative_to(ROOT)}, trained if missing)")
     parser.add_argument("--window-bits", type=int, default=16)
     parser.add_argument("--mb", type=float, default=2.0, help="megabytes of validation documents (default 2)")
     parser.add_argument("--workers", type=int, default=2, help="processes for the parallel run (default 2)")
+    parser.add_argument("--ranks", type=int, default=2, help="torchrun processes for the prepare run (0: skip; default 2)")
     parser.add_argument("--json", default=None, metavar="FILE")
     parser.add_argument("--make-corpus", action="store_true", help="only write the compressor LM's training corpus")
     parser.add_argument("--corpus", default="stdlib", help="source for --make-corpus (default stdlib)")
@@ -149,6 +177,7 @@ def main() -> int:
 
     results, one_s, one_cpu_s, one_rss = timed_encode(spec, docs, workers=1)
     _, many_s, _, many_rss = timed_encode(spec, docs, workers=args.workers)
+    prepare_s, prepare_cpu_s = timed_prepare(spec, docs, args.ranks) if args.ranks else (float("nan"), float("nan"))
     docs, results = docs[:n_val], results[:n_val]  # held-out documents only from here on
     val_bytes = sum(map(len, docs))
     symbols = sum(len(s) for s, _ in results)
@@ -170,6 +199,9 @@ def main() -> int:
         "bytes_per_s": raw / many_s,
         "bytes_per_s_one_process": raw / one_s,
         "bytes_per_cpu_s": raw / one_cpu_s,
+        "prepare_ranks": args.ranks,
+        "prepare_bytes_per_s": raw / prepare_s,
+        "prepare_bytes_per_cpu_s": raw / prepare_cpu_s,
         "load_average": os.getloadavg()[0],
         "workers": args.workers,
         "peak_rss_bytes": many_rss,
@@ -183,6 +215,8 @@ def main() -> int:
         f"windows of {report['window_bytes_mean']:.2f} bytes on average (max {report['window_bytes_max']})\n"
         f"speed {raw / one_s / 1e6:.3f} MB/s with 1 process ({raw / one_cpu_s / 1e6:.3f} MB per CPU second), "
         f"{raw / many_s / 1e6:.3f} MB/s with {args.workers}; load average {os.getloadavg()[0]:.1f}; "
+        f"prepare under torchrun x{args.ranks}: {raw / prepare_s / 1e6:.3f} MB/s ({raw / prepare_cpu_s / 1e6:.3f} MB per CPU second, "
+        f"target 0.5 MB/s on 2 idle cores {'met' if raw / prepare_s >= 0.5e6 else 'MISSED'}); "
         f"peak RSS {one_rss / 2**20:.0f} MiB and {many_rss / 2**20:.0f} MiB\n"
         f"collisions: {collisions.colliding_window_share:.1%} of windows share their symbol with another chunk; "
         f"{collisions.chunks_per_colliding_symbol:.2f} chunks per shared symbol; common prefix "

@@ -63,3 +63,16 @@ def write_eval_checkpoint(directory, model, shards):
     info = data_info(Shards.open(shards), "train", model.cfg.vocab_size)
     (directory / DATA_INFO).write_text(json.dumps(info))
     return directory
+
+
+@pytest.fixture(scope="module")
+def transformer_dir(tmp_path_factory):
+    """A tiny byte LM saved as a model directory: a neural compressor's model for the tests."""
+    from proxylm.model import ModelConfig, Transformer
+    from proxylm.model_io import save_model
+
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(dim=32, n_layers=1, n_heads=2, max_seq_len=64))
+    with torch.no_grad():
+        model.output.weight.mul_(20)  # sharper than a fresh init, so windows hold a few bytes
+    return save_model(model, tmp_path_factory.mktemp("model") / "byte-lm")

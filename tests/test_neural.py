@@ -43,20 +43,6 @@ def counts() -> CountByteModel:
     return CountByteModel.fit(TRAIN, order=2)
 
 
-@pytest.fixture(scope="module")
-def transformer_dir(tmp_path_factory) -> Path:
-    import torch
-
-    from proxylm.model import ModelConfig, Transformer
-    from proxylm.model_io import save_model
-
-    torch.manual_seed(0)
-    model = Transformer(ModelConfig(dim=32, n_layers=1, n_heads=2, max_seq_len=64))
-    with torch.no_grad():
-        model.output.weight.mul_(20)  # sharper than a fresh init, so windows hold a few bytes
-    return save_model(model, tmp_path_factory.mktemp("model") / "byte-lm")
-
-
 def exact(compressor: NeuralCompressor, doc: bytes) -> bytes:
     symbols, side = compressor.encode_with_side(doc)
     return compressor.decode(symbols, side)

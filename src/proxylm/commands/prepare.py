@@ -1,14 +1,24 @@
-"""`proxylm prepare --corpus SRC --compressor SPEC --out DIR [--strict] [--workers N]`.
+"""`proxylm prepare --corpus SRC --compressor SPEC --out DIR [--strict] [--workers N] [--executor datatrove --tasks N]`.
 
 Prints a summary (documents, bytes, symbols, ratio, per split, skipped by reason, MB/s) after a
-progress bar; the full record is DIR/manifest.json.
+progress bar; the full record is DIR/manifest.json. `--executor datatrove` runs the prepare as N
+datatrove tasks (`--workers` of them at a time) and merges their shards under one manifest;
+under `torchrun` each rank prepares a slice of the documents (see proxylm.data.prepare).
 """
 
 from __future__ import annotations
 
 import argparse
+import enum
+import os
 
 from proxylm.data.corpus import DEFAULT_MAX_DOC_BYTES, DEFAULT_MAX_PIECE_BYTES, CorpusKind
+from proxylm.errors import UserError
+
+
+class Executor(enum.Enum):
+    LOCAL = "local"  # this process and --workers encoding processes
+    DATATROVE = "datatrove"  # --tasks datatrove tasks on this machine (LocalPipelineExecutor)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,7 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compressor", required=True, metavar="SPEC", help="compressor spec, e.g. gzip, bpe:vocab=8192, halfbyte")
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory (re-running resumes and reuses finished shards)")
     parser.add_argument("--strict", action="store_true", help="stop at the first bad document instead of skipping and counting it")
-    parser.add_argument("--workers", type=int, default=1, metavar="N", help="encoding processes (default 1)")
+    parser.add_argument("--workers", type=int, default=1, metavar="N", help="encoding processes, or datatrove tasks at a time (default 1)")
+    parser.add_argument("--executor", choices=[e.value for e in Executor], default="local",
+                        help="local: one process and its workers; datatrove: --tasks tasks (pip install 'proxylm[datatrove]')")
+    parser.add_argument("--tasks", type=int, default=None, metavar="N", help="datatrove tasks, each writing its own shards (default: --workers)")
     # corpus reading
     parser.add_argument("--format", choices=[k.value for k in CorpusKind], default="auto", help="how to read SRC (default: from its suffixes)")
     parser.add_argument("--field", default="text", help="JSONL/parquet field holding the text (default text)")
@@ -33,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from proxylm.data.corpus import CorpusConfig
-    from proxylm.data.prepare import PrepareConfig, run_prepare
+    from proxylm.data.prepare import PrepareConfig, run_prepare, run_prepare_ranks
 
     config = PrepareConfig(
         corpus=CorpusConfig(
@@ -53,9 +66,29 @@ def run(args: argparse.Namespace) -> int:
         fit_bytes=int(args.fit_mb * 1e6),
         max_piece_bytes=args.max_piece_bytes or None,
     )
-    manifest = run_prepare(config, progress=True)
-    print(summary(manifest, args.out))
+    executor = Executor(args.executor)
+    if args.tasks is not None and executor is not Executor.DATATROVE:
+        raise UserError("--tasks needs --executor datatrove")
+    torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if executor is Executor.DATATROVE:
+        if torchrun:
+            raise UserError("--executor datatrove runs its own tasks; launch it without torchrun")
+        manifest = _run_datatrove(config, args.tasks or args.workers)
+    elif torchrun:
+        manifest = run_prepare_ranks(config, progress=os.environ.get("RANK") == "0")
+    else:
+        manifest = run_prepare(config, progress=True)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
+        print(summary(manifest, args.out))
     return 0
+
+
+def _run_datatrove(config, tasks: int) -> dict:
+    try:
+        from proxylm.data.datatrove_step import run_local
+    except ImportError as exc:
+        raise UserError(f"--executor datatrove needs datatrove ({exc}); pip install 'proxylm[datatrove]'") from None
+    return run_local(config, tasks, progress=True)
 
 
 def summary(manifest: dict, out: str) -> str:
@@ -77,7 +110,8 @@ def summary(manifest: dict, out: str) -> str:
     skipped = {k: v for k, v in manifest["skipped"].items() if v}
     lines.append("  skipped " + (", ".join(f"{k} {v:,}" for k, v in skipped.items()) if skipped else "none"))
     lines.append(
-        f"  {run['seconds']:.1f} s, {run['bytes_per_s'] / 1e6:.1f} MB/s with {run['workers']} worker(s);"
+        f"  {run['seconds']:.1f} s, {run['bytes_per_s'] / 1e6:.1f} MB/s with {run['workers']} worker(s)"
+        + (f" over {run['tasks']} {run['executor']} tasks;" if "tasks" in run else ";") +
         f" shards written {run['shards_written']}, reused {run['shards_reused']}"
     )
     return "\n".join(lines)

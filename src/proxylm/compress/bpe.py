@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,7 @@ class BPECompressor(Compressor):
         self.file: str | None = None  # set when loaded from a shard directory's saved config
         self._tokenizer: Tokenizer | None = None
         self._fast: tiktoken.Encoding | None = None  # the encoder; None keeps HF's (see fast_encoder)
+        self._pool: ThreadPoolExecutor | None = None  # encode_many's threads, started on first use
         if self.path is not None:
             self._use(self._read(Path(self.path)))
 
@@ -207,10 +209,27 @@ class BPECompressor(Compressor):
         tokenizer = self._require()
         texts = [bytes_to_text(doc) for doc in docs]
         if self._fast is None:
-            ids = [e.ids for e in tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
-        else:
-            ids = self._fast.encode_ordinary_batch(texts, num_threads=max(1, min(len(texts), _cpus())))
-        return [np.array(doc_ids, dtype=self._dtype) for doc_ids in ids]
+            return [np.array(e.ids, dtype=self._dtype) for e in tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
+        threads = min(len(texts), _cpus())
+        if threads <= 1:
+            return self._encode_group(texts)
+        # One contiguous group per thread: a task per document (tiktoken's encode_ordinary_batch)
+        # costs more Python than a short document's encoding.
+        bounds = np.searchsorted(np.cumsum([len(t) for t in texts]), np.arange(1, threads) * sum(map(len, texts)) / threads)
+        groups = [texts[a:b] for a, b in zip([0, *bounds.tolist()], [*bounds.tolist(), len(texts)])]
+        return [ids for group in self._threads().map(self._encode_group, groups) for ids in group]
+
+    def _encode_group(self, texts: list[str]) -> list[np.ndarray]:
+        encode = self._fast.encode_ordinary
+        return [np.array(encode(text), dtype=self._dtype) for text in texts]
+
+    def _threads(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(_cpus(), thread_name_prefix="bpe")
+        return self._pool
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__ | {"_pool": None}
 
     def reference_encode(self, data: bytes) -> np.ndarray:
         """`encode` with HF `tokenizers` (the trainer's own BPE), to check the fast path against."""

@@ -11,11 +11,16 @@ Design choices:
   rebuild the compressor from the files it saved into the output directory, exactly as
   `Shards.compressor()` will later; results come back in order, so the shards do not depend on
   the number of workers.
+  With one worker, a thread of the main process encodes while the main thread reads and writes.
 - Trainable compressors are fitted on a bounded sample of the TRAIN split only: the documents
   with the smallest hash of their id, up to `fit_bytes` (a seeded uniform sample in one pass).
   A fitted compressor is saved with a random fit id; a re-run with the same options reloads it.
 - Idempotent: every shard records the run's fingerprint (options, compressor config, fit id)
   and a hash of its documents; a re-run reuses the shards that match and rewrites the others.
+- Tasks (datatrove, see proxylm.data.datatrove_step; torchrun, see `run_prepare_ranks`): the
+  compressor is fitted once and saved with a plan (out/tasks/plan.json); task r writes shards
+  `shard-<r>-<k>` and then a record out/tasks/task-<r>.json; `merge_tasks` writes the manifest once
+  every record is there. Contents equal the one-process prepare's; only the shard layout differs.
 - Atomic: shards appear by directory rename; the manifest is written last and deleted before
   anything it lists is changed, so a prepare killed at any moment never leaves a directory
   that `Shards.open` accepts with partial or mixed data.
@@ -32,9 +37,10 @@ import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +55,7 @@ from proxylm.data.corpus import (
     CorpusConfig,
     CorpusError,
     Document,
+    SkipReason,
     Split,
     cut_pieces,
     iter_split,
@@ -60,19 +67,22 @@ from proxylm.data.shards import (
     FORMAT_VERSION,
     MANIFEST,
     ContentHash,
+    ShardsError,
     ShardWriter,
     finished_shard,
     read_json,
+    read_manifest,
     remove_temporaries,
     shard_name,
 )
-from proxylm.config import ConfigError
+from proxylm.config import ConfigError, from_dict, to_dict
 from proxylm.io import atomic_write_json
 from proxylm.vocab import id_dtype
 
 COMPRESSOR_STATE = "compressor.json"  # the fitted compressor's config and fit id, for re-runs
 CHUNK_BYTES = 1 << 20  # unit of work sent to a worker: large enough to amortise pickling
 CHUNK_DOCS = 512
+TASKS_DIR, PLAN = "tasks", "plan.json"  # multi-task prepares: out/tasks/plan.json and one task-<rank>.json per task
 
 
 @dataclass
@@ -159,19 +169,10 @@ def prepare(
 
 
 def run_prepare(config: PrepareConfig, *, progress: bool = False) -> dict[str, Any]:
+    """Prepare in this process and its workers (`run_prepare_ranks` is the torchrun form)."""
     start = time.perf_counter()
-    corpus = Corpus(config.corpus)  # resolves the source now: a missing path fails before any work
-    compressor = compress.build(config.compressor)  # and so does a bad spec
-    out = Path(config.out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
     say = _printer(progress)
-    base = _digest(config.fingerprint_data())
-    state = ready_compressor(compressor, config, corpus, out, base, say)
-    fingerprint = _digest({"base": base, "compressor": state["config"], "fit_id": state.get("fit_id")})
-    if (read_json(out / MANIFEST) or {}).get("fingerprint") != fingerprint:
-        invalidate_manifest(out)
+    corpus, out, state, fingerprint = _begin(config, say)
     saved = compress.load(state["config"], out)  # encode with what Shards.compressor() will give back
     pipeline = _ShardPipeline(config, out, saved, state["config"], fingerprint)
     with pipeline, _progress_bar(corpus, progress) as bar:
@@ -184,7 +185,29 @@ def run_prepare(config: PrepareConfig, *, progress: bool = False) -> dict[str, A
     if not any(e["documents"] for split in entries.values() for e in split):
         raise CorpusError(f"corpus '{config.corpus.source}': no usable documents ({_skips(corpus)})")
     remove_stale_shards(out, entries)
-    manifest = build_manifest(config, corpus, saved, state, fingerprint, entries, pipeline)
+    tally = Tally(pipeline.source_documents, corpus.skipped_counts(), pipeline.written, pipeline.reused)
+    manifest = build_manifest(config, state, fingerprint, saved.alphabet_size, entries, tally, corpus.describe())
+    return _finish(out, manifest, start)
+
+
+def _begin(config: PrepareConfig, say: Callable[[str], None], **layout: Any) -> tuple[Corpus, Path, dict[str, Any], str]:
+    """Open the corpus, fit or load the compressor into `out`; returns (corpus, out, compressor state,
+    fingerprint). `layout` (how tasks share the corpus) enters the fingerprint: it changes the shards."""
+    corpus = Corpus(config.corpus)  # resolves the source now: a missing path fails before any work
+    compressor = compress.build(config.compressor)  # and so does a bad spec
+    out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    base = _digest(config.fingerprint_data())
+    state = ready_compressor(compressor, config, corpus, out, base, say)
+    fingerprint = _digest({"base": base, "compressor": state["config"], "fit_id": state.get("fit_id")} | layout)
+    if (read_json(out / MANIFEST) or {}).get("fingerprint") != fingerprint:
+        invalidate_manifest(out)
+    return corpus, out, state, fingerprint
+
+
+def _finish(out: Path, manifest: dict[str, Any], start: float) -> dict[str, Any]:
     manifest["run"]["seconds"] = round(time.perf_counter() - start, 3)
     manifest["run"]["bytes_per_s"] = round(manifest["raw_bytes"] / max(manifest["run"]["seconds"], 1e-9), 1)
     atomic_write_json(out / MANIFEST, manifest)
@@ -254,16 +277,6 @@ def _encode_in_worker(datas: list[bytes]) -> list[tuple[np.ndarray, np.ndarray |
     return encode_documents(_WORKER_COMPRESSOR, datas)
 
 
-class _Done:
-    """A finished 'future' for work done in the main process (workers=1)."""
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def result(self) -> Any:
-        return self.value
-
-
 # ---- shards ------------------------------------------------------------------------------------
 
 
@@ -289,8 +302,11 @@ class _Slot:
 class _ShardPipeline:
     """Routes documents to per-split shards, encodes them (in workers), writes them in order."""
 
-    def __init__(self, config: PrepareConfig, out: Path, compressor: Compressor, saved: dict, fingerprint: str) -> None:
+    def __init__(
+        self, config: PrepareConfig, out: Path, compressor: Compressor, saved: dict, fingerprint: str, task: int | None = None
+    ) -> None:
         self.config = config
+        self.task = task  # a task of a multi-task prepare names its shards after itself
         self.out = out
         self.compressor = compressor
         self.fingerprint = fingerprint
@@ -298,15 +314,15 @@ class _ShardPipeline:
         self.slots: dict[Split, _Slot | None] = {split: None for split in Split}
         self.next_index = {split: 0 for split in Split}
         self.metas: dict[Split, dict[int, dict[str, Any]]] = {split: {} for split in Split}
-        self.pending: deque[tuple[ShardWriter, Split, int, list[Document], Future | _Done, bool]] = deque()
+        self.pending: deque[tuple[ShardWriter, Split, int, list[Document], Future, bool]] = deque()
         self.open_writers: list[ShardWriter] = []
         self.written = self.reused = 0
         self.source_documents = {split: 0 for split in Split}  # documents, as opposed to stored pieces
         self.saved = saved
-        self.pool: ProcessPoolExecutor | None = None  # started on the first chunk: a full resume needs none
+        self.pool: Executor | None = None  # started on the first chunk: a full resume needs none
         self.max_in_flight = 2 * config.workers
         for split in Split:
-            remove_temporaries(out / split.value)
+            remove_temporaries(out / split.value, task)
 
     def __enter__(self) -> "_ShardPipeline":
         return self
@@ -323,7 +339,7 @@ class _ShardPipeline:
 
     @property
     def entries(self) -> dict[Split, list[dict[str, Any]]]:
-        return {split: [metas[i] | {"name": shard_name(i)} for i in sorted(metas)] for split, metas in self.metas.items()}
+        return {split: [metas[i] | {"name": shard_name(i, self.task)} for i in sorted(metas)] for split, metas in self.metas.items()}
 
     def add(self, doc: Document) -> None:
         split = split_of(doc.id, self.config.val_fraction)  # the document's id: its pieces stay together
@@ -342,14 +358,14 @@ class _ShardPipeline:
     def _open_slot(self, split: Split) -> _Slot:
         index = self.next_index[split]
         self.next_index[split] += 1
-        previous = finished_shard(self.out / split.value, shard_name(index), self.fingerprint)
+        previous = finished_shard(self.out / split.value, shard_name(index, self.task), self.fingerprint)
         slot = _Slot(index=index, writer=None if previous else self._new_writer(split, index))
         self.slots[split] = slot
         return slot
 
     def _new_writer(self, split: Split, index: int) -> ShardWriter:
         invalidate_manifest(self.out)  # a shard it may list is about to change
-        writer = ShardWriter(self.out / split.value, shard_name(index), self.symbol_dtype, {"fingerprint": self.fingerprint})
+        writer = ShardWriter(self.out / split.value, shard_name(index, self.task), self.symbol_dtype, {"fingerprint": self.fingerprint})
         self.open_writers.append(writer)
         return writer
 
@@ -364,7 +380,7 @@ class _ShardPipeline:
         self.slots[split] = None
         content = slot.hasher.hexdigest()
         if slot.writer is None:
-            previous = finished_shard(self.out / split.value, shard_name(slot.index), self.fingerprint)
+            previous = finished_shard(self.out / split.value, shard_name(slot.index, self.task), self.fingerprint)
             if previous and previous.get("content") == content:
                 self.metas[split][slot.index] = previous
                 self.reused += 1
@@ -379,14 +395,18 @@ class _ShardPipeline:
     def _submit(self, slot: _Slot, split: Split, last: bool) -> None:
         datas = [d.data for d in slot.chunk]
         if self.config.workers == 1:
-            future: Future | _Done = _Done(encode_documents(self.compressor, datas))
+            future = self._workers().submit(encode_documents, self.compressor, datas)
         else:
             future = self._workers().submit(_encode_in_worker, datas)
         self.pending.append((slot.writer, split, slot.index, slot.chunk, future, last))
         slot.chunk, slot.chunk_bytes = [], 0
         self._drain(self.max_in_flight)
 
-    def _workers(self) -> ProcessPoolExecutor:
+    def _workers(self) -> Executor:
+        if self.pool is None and self.config.workers == 1:
+            # One encoding thread: reading, hashing and writing go on while it encodes (compressors
+            # release the GIL in their native code: tiktoken, zlib, torch).
+            self.pool = ThreadPoolExecutor(1, thread_name_prefix="encode")
         if self.pool is None:
             self.pool = ProcessPoolExecutor(
                 max_workers=self.config.workers,
@@ -401,8 +421,7 @@ class _ShardPipeline:
             writer, split, index, chunk, future, last = self.pending[0]
             results = future.result()
             self.pending.popleft()
-            for doc, (symbols, side) in zip(chunk, results):
-                writer.add(doc.key, doc.data, symbols, side)
+            writer.add_many([doc.key for doc in chunk], [doc.data for doc in chunk], results)
             if last:
                 self.metas[split][index] = writer.finish()
                 self.open_writers.remove(writer)
@@ -443,23 +462,165 @@ def remove_stale_shards(out: Path, entries: dict[Split, list[dict[str, Any]]]) -
                     shutil.rmtree(path, ignore_errors=True)
 
 
+# ---- prepare in tasks (datatrove, torchrun) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    """What the tasks of one multi-task prepare share, written to out/tasks/plan.json before any
+    task starts: each task reads it, encodes with the compressor saved there, and leaves a record."""
+
+    fingerprint: str
+    tasks: int
+    config: PrepareConfig
+    state: dict[str, Any]  # the compressor's saved state: its config, fit id and fit figures
+    corpus: dict[str, Any]  # what the manifest records about the source
+
+    def to_json(self) -> dict[str, Any]:
+        return {"fingerprint": self.fingerprint, "tasks": self.tasks, "config": to_dict(self.config), "state": self.state, "corpus": self.corpus}
+
+    @classmethod
+    def read(cls, out: str | Path) -> "TaskPlan":
+        data = read_json(Path(out) / TASKS_DIR / PLAN)
+        if data is None:
+            raise ShardsError(f"{out}: no {TASKS_DIR}/{PLAN}; plan the tasks first (proxylm.data.datatrove_step.plan)")
+        return cls(data["fingerprint"], data["tasks"], from_dict(PrepareConfig, data["config"]), data["state"], data["corpus"])
+
+
+def plan_tasks(config: PrepareConfig, tasks: int, layout: str, *, progress: bool = False) -> TaskPlan:
+    """Fit or load the compressor once (exactly as `prepare` does) and write the plan the tasks read.
+    `layout` names how tasks share the documents; it enters the fingerprint (it changes the shards)."""
+    if tasks < 1:
+        raise ConfigError(f"tasks must be >= 1, got {tasks}")
+    corpus, out, state, fingerprint = _begin(config, _printer(progress), tasks=tasks, layout=layout)
+    plan = TaskPlan(fingerprint, tasks, config, state, corpus.describe())
+    atomic_write_json(out / TASKS_DIR / PLAN, plan.to_json())
+    return plan
+
+
+def run_task(plan: TaskPlan, rank: int, docs: Iterable[Document], skipped: Callable[[], dict[str, int]], workers: int = 1) -> dict[str, Any]:
+    """Write task `rank`'s documents into its own shards (`shard-<rank>-<index>`) and record them in
+    out/tasks/task-<rank>.json; a re-run reuses the task's finished shards that still match."""
+    out = Path(plan.config.out)
+    record_path = out / TASKS_DIR / _task_record(rank)
+    record_path.unlink(missing_ok=True)
+    compressor = compress.load(plan.state["config"], out)
+    config = replace(plan.config, workers=workers)
+    pipeline = _ShardPipeline(config, out, compressor, plan.state["config"], plan.fingerprint, task=rank)
+    with pipeline:
+        for doc in docs:
+            for piece in cut_pieces(doc, config.max_piece_bytes):
+                pipeline.add(piece)
+    record = {
+        "fingerprint": plan.fingerprint,
+        "rank": rank,
+        "splits": {split.value: entries for split, entries in pipeline.entries.items()},
+        "documents": {split.value: n for split, n in pipeline.source_documents.items()},
+        "skipped": skipped(),
+        "written": pipeline.written,
+        "reused": pipeline.reused,
+    }
+    atomic_write_json(record_path, record)
+    return record
+
+
+def merge_tasks(out: str | Path, *, start: float | None = None, **run: Any) -> dict[str, Any]:
+    """Once every task has finished: the manifest over all tasks' shards (written to out/manifest.json).
+    `start` (a perf_counter time) dates the run's seconds; `run` adds to the manifest's run section."""
+    start = time.perf_counter() if start is None else start
+    out = Path(out)
+    plan = TaskPlan.read(out)
+    records = [_task_record_of(out, plan, rank) for rank in range(plan.tasks)]
+    entries = {split: [e for r in records for e in r["splits"][split.value]] for split in Split}
+    tally = Tally(
+        documents={split: sum(r["documents"][split.value] for r in records) for split in Split},
+        skipped={reason.value: sum(r["skipped"].get(reason.value, 0) for r in records) for reason in SkipReason},
+        written=sum(r["written"] for r in records),
+        reused=sum(r["reused"] for r in records),
+    )
+    if not any(e["documents"] for split in entries.values() for e in split):
+        raise CorpusError(f"corpus '{plan.config.corpus.source}': no usable documents in any of {plan.tasks} tasks")
+    remove_stale_shards(out, entries)
+    alphabet_size = compress.load(plan.state["config"], out).alphabet_size
+    manifest = build_manifest(plan.config, plan.state, plan.fingerprint, alphabet_size, entries, tally, plan.corpus, tasks=plan.tasks, **run)
+    return _finish(out, manifest, start)
+
+
+def _task_record(rank: int) -> str:
+    return f"task-{rank:05d}.json"
+
+
+def _task_record_of(out: Path, plan: TaskPlan, rank: int) -> dict[str, Any]:
+    record = read_json(out / TASKS_DIR / _task_record(rank))
+    if record is None or record.get("fingerprint") != plan.fingerprint:
+        raise ShardsError(
+            f"{out}: task {rank} of {plan.tasks} has not finished ({TASKS_DIR}/{_task_record(rank)} is missing or from "
+            "another run); run the tasks again (finished ones are skipped), then merge"
+        )
+    return record
+
+
+def run_prepare_ranks(config: PrepareConfig, *, progress: bool = False) -> dict[str, Any]:
+    """One rank of `torchrun ... proxylm prepare` (every rank calls it): rank r encodes documents r, r + W, r + 2W, ... into
+    its own shards; rank 0 fits the compressor first and writes the manifest after the others.
+
+    Every rank reads the whole corpus (reading is cheap next to a neural model's pass) and keeps
+    its slice by document index, so the shards' documents and symbols are those of one process;
+    only their order across shards differs. Barriers run on gloo: no tensors travel, and gloo
+    works on GPU nodes too."""
+    import torch.distributed as dist
+
+    start = time.perf_counter()
+    own_group = not dist.is_initialized()
+    if own_group:
+        # A rank's slice of a neural prepare can take hours; torchrun stops every rank when one fails.
+        dist.init_process_group("gloo", timeout=timedelta(days=1))
+    rank, world = dist.get_rank(), dist.get_world_size()
+    try:
+        if rank == 0:
+            plan_tasks(config, world, "documents", progress=progress)  # fits a trainable compressor once
+        dist.barrier()
+        plan = TaskPlan.read(config.out)
+        corpus = Corpus(plan.config.corpus)
+        mine = (doc for i, doc in enumerate(corpus) if i % world == rank)
+        # every rank sees every reject; rank 0 alone reports them
+        run_task(plan, rank, mine, lambda: corpus.skipped_counts() if rank == 0 else {}, workers=plan.config.workers)
+        dist.barrier()
+        if rank == 0:
+            merge_tasks(config.out, start=start, executor="torchrun")
+        dist.barrier()
+        return read_manifest(Path(config.out))
+    finally:
+        if own_group:
+            dist.destroy_process_group()
+
+
 # ---- the manifest ------------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    """What a prepare counted besides its shards: source documents per split, skips, shard work."""
+
+    documents: dict[Split, int]  # documents, as opposed to the pieces the shards store
+    skipped: dict[str, int]  # reason -> count
+    written: int
+    reused: int
 
 
 def build_manifest(
     config: PrepareConfig,
-    corpus: Corpus,
-    compressor: Compressor,
     state: dict[str, Any],
     fingerprint: str,
+    alphabet_size: int,
     entries: dict[Split, list[dict[str, Any]]],
-    pipeline: _ShardPipeline,
+    tally: Tally,
+    corpus: dict[str, Any],
+    **run: Any,
 ) -> dict[str, Any]:
     from proxylm import __version__
 
-    splits = {
-        split.value: _split_summary(split_entries, pipeline.source_documents[split]) for split, split_entries in entries.items()
-    }
+    splits = {split.value: _split_summary(split_entries, tally.documents[split]) for split, split_entries in entries.items()}
     raw_bytes = sum(s["raw_bytes"] for s in splits.values())
     symbols = sum(s["symbols"] for s in splits.values())
     side_dtypes = {e["side_dtype"] for split_entries in entries.values() for e in split_entries}
@@ -471,8 +632,8 @@ def build_manifest(
         "compressor": {
             "spec": config.compressor,
             "config": state["config"],
-            "alphabet_size": compressor.alphabet_size,
-            "symbol_dtype": id_dtype(compressor.alphabet_size).name,
+            "alphabet_size": alphabet_size,
+            "symbol_dtype": id_dtype(alphabet_size).name,
             "side_dtype": next((d for d in side_dtypes if d), None),
             "fit": state.get("fit"),
         },
@@ -482,16 +643,17 @@ def build_manifest(
         "raw_bytes": raw_bytes,
         "symbols": symbols,
         "ratio": round(raw_bytes / symbols, 4) if symbols else None,
-        "skipped": corpus.skipped_counts(),
+        "skipped": tally.skipped,
         "val_fraction": config.val_fraction,
         "split": "val if blake2b-64(document id, person='split') / 2**64 < val_fraction, else train",
         "splits": splits,
-        "corpus": corpus.describe(),
+        "corpus": corpus,
         "options": {"shard_docs": config.shard_docs, "shard_bytes": config.shard_bytes, "fit_bytes": config.fit_bytes},
         "run": {
             "workers": config.workers,
-            "shards_written": pipeline.written,
-            "shards_reused": pipeline.reused,
+            **run,
+            "shards_written": tally.written,
+            "shards_reused": tally.reused,
             "proxylm": __version__,
             "python": sys.version.split()[0],
         },

@@ -64,8 +64,9 @@ class ShardsError(UserError, ValueError):
     """A shard directory that is missing, incomplete or inconsistent; the message names it."""
 
 
-def shard_name(index: int) -> str:
-    return f"shard-{index:05d}"
+def shard_name(index: int, task: int | None = None) -> str:
+    """`shard-00012`; a shard written by task 3 of a multi-task prepare: `shard-00003-00012`."""
+    return f"shard-{index:05d}" if task is None else f"shard-{task:05d}-{index:05d}"
 
 
 class ContentHash:
@@ -119,25 +120,33 @@ class ShardWriter:
         self.files = {kind: open(self.tmp / f"{kind}.bin", "wb") for kind in ("raw", "sym", IDS)}
 
     def add(self, doc_id: str, raw: bytes, symbols: np.ndarray, side: np.ndarray | None) -> None:
-        self._check_side(doc_id, side)
-        self._append("raw", np.frombuffer(raw, dtype=np.uint8))
-        self._append("sym", np.ascontiguousarray(symbols, dtype=self.symbol_dtype))
-        if side is not None:
-            self._append("side", np.ascontiguousarray(side, dtype=self.side_dtype))
-        self._append(IDS, np.frombuffer(doc_id.encode("utf-8"), dtype=np.uint8))
-        self.documents += 1
+        self.add_many([doc_id], [raw], [(symbols, side)])
 
-    def _check_side(self, doc_id: str, side: np.ndarray | None) -> None:
-        has_side = self.side_dtype is not None
-        if self.documents and has_side != (side is not None):
-            raise ShardsError(f"document '{doc_id}': the compressor returned side information for some documents only")
-        if not self.documents and side is not None:
-            self.side_dtype = np.asarray(side).dtype
+    def add_many(self, doc_ids: list[str], raws: list[bytes], encoded: list[tuple[np.ndarray, np.ndarray | None]]) -> None:
+        """`add` for many documents (symbols, side) in order, with one write per file: short
+        documents would otherwise cost more in writes than in encoding."""
+        if not doc_ids:
+            return
+        first_side = encoded[0][1]
+        if not self.documents and first_side is not None:  # the first document decides: side info or none
+            self.side_dtype = np.asarray(first_side).dtype
             self.files["side"] = open(self.tmp / "side.bin", "wb")
+        for doc_id, (_, side) in zip(doc_ids, encoded):
+            if (side is None) != (self.side_dtype is None):
+                raise ShardsError(f"document '{doc_id}': the compressor returned side information for some documents only")
+        self._extend("raw", b"".join(raws), [len(r) for r in raws])
+        symbols = [np.ascontiguousarray(s, dtype=self.symbol_dtype) for s, _ in encoded]
+        self._extend("sym", np.concatenate(symbols).data, [s.size for s, _ in encoded])
+        if self.side_dtype is not None:
+            sides = [np.ascontiguousarray(side, dtype=self.side_dtype) for _, side in encoded]
+            self._extend("side", np.concatenate(sides).data, [side.size for side in sides])
+        keys = [doc_id.encode("utf-8") for doc_id in doc_ids]
+        self._extend(IDS, b"".join(keys), [len(k) for k in keys])
+        self.documents += len(doc_ids)
 
-    def _append(self, kind: str, values: np.ndarray) -> None:
-        self.files[kind].write(values.data)
-        self.offsets[kind].append(self.offsets[kind][-1] + values.size)
+    def _extend(self, kind: str, data, lengths: list[int]) -> None:
+        self.files[kind].write(data)
+        self.offsets[kind].extend((self.offsets[kind][-1] + np.cumsum(lengths)).tolist())
 
     def finish(self) -> dict[str, Any]:
         """Write index and meta, fsync, and rename into place (replacing a stale shard)."""
@@ -166,10 +175,11 @@ class ShardWriter:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def remove_temporaries(split_dir: Path) -> None:
-    """Delete half-written shards left by a killed run."""
+def remove_temporaries(split_dir: Path, task: int | None = None) -> None:
+    """Delete half-written shards left by a killed run (only task `task`'s: other tasks may be writing)."""
     if split_dir.is_dir():
-        for path in split_dir.glob(f"{TEMP_PREFIX}*"):
+        pattern = f"{TEMP_PREFIX}*" if task is None else f"{TEMP_PREFIX}{shard_name(0, task)[:-5]}*"
+        for path in split_dir.glob(pattern):
             shutil.rmtree(path, ignore_errors=True)
 
 
