@@ -18,7 +18,7 @@ from proxylm.errors import UserError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", required=True, help="checkpoint, checkpoints directory or run directory")
-    parser.add_argument("--corpus", required=True, help="JSONL file or glob, source files, parquet, or `stdlib`")
+    parser.add_argument("--corpus", required=True, help="JSONL file or glob, source files, parquet, `stdlib`, or hf:PATH[:split]")
     parser.add_argument("--field", default="text", help="JSONL / parquet field holding the text (default: text)")
     parser.add_argument("--limit", type=positive_int, metavar="K", help="only the first K documents")
     parser.add_argument("--context", type=positive_int, help="window length in ids (default: the model's max_seq_len)")

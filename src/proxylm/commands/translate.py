@@ -19,7 +19,7 @@ from proxylm.errors import UserError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", required=True, help="checkpoint, checkpoints directory or run directory")
-    parser.add_argument("--corpus", required=True, help="JSONL file or glob, source files, parquet, or `stdlib`")
+    parser.add_argument("--corpus", required=True, help="JSONL file or glob, source files, parquet, `stdlib`, or hf:PATH[:split]")
     parser.add_argument("--field", default="text", help="JSONL / parquet field holding the text (default: text)")
     parser.add_argument("--limit", type=positive_int, default=50, metavar="K", help="documents to probe (default: 50)")
     parser.add_argument("--max-doc-bytes", type=positive_int, default=256, help="crop documents to this many bytes (default: 256)")
