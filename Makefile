@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench gpu-check clean
 
 setup: $(STAMP)
 
@@ -20,6 +20,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# On a GPU machine: installs the CUDA build of torch 2.13.0, runs the tests marked gpu, prints one
+# table (scripts/gpu_check.py). DRY_RUN=1: the same checks on the CPU with tiny shapes, nothing installed.
+gpu-check: $(STAMP)
+	$(PY) scripts/gpu_check.py $(if $(filter-out 0,$(DRY_RUN)),--dry-run)
 
 bench: $(STAMP)
 	for f in benchmarks/bench_*.py; do $(PY) $$f || exit 1; done
