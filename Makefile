@@ -15,8 +15,9 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+# STEPS=N: train N steps instead of the demo's default (proxylm/demo.py DEMO_STEPS).
 demo: $(STAMP)
-	$(PY) -m proxylm.demo
+	$(PY) -m proxylm.demo $(if $(STEPS),--steps $(STEPS))
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
