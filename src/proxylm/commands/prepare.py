@@ -22,7 +22,7 @@ class Executor(enum.Enum):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--corpus", required=True, metavar="SRC", help="JSONL file or glob, directory or glob of source files, parquet file, or `stdlib`")
+    parser.add_argument("--corpus", required=True, metavar="SRC", help="JSONL file or glob, directory or glob of source files, parquet file, `stdlib`, or hf:PATH[:split] (a local Hugging Face dataset)")
     parser.add_argument("--compressor", required=True, metavar="SPEC", help="compressor spec, e.g. gzip, bpe:vocab=8192, halfbyte")
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory (re-running resumes and reuses finished shards)")
     parser.add_argument("--strict", action="store_true", help="stop at the first bad document instead of skipping and counting it")

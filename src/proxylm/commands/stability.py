@@ -12,7 +12,7 @@ from proxylm.data.corpus import DEFAULT_MAX_DOC_BYTES, CorpusKind
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--corpus", required=True, metavar="SRC", help="JSONL file or glob, directory or glob of source files, parquet file, or `stdlib`")
+    parser.add_argument("--corpus", required=True, metavar="SRC", help="JSONL file or glob, directory or glob of source files, parquet file, `stdlib`, or hf:PATH[:split] (a local Hugging Face dataset)")
     parser.add_argument(
         "--compressors", required=True, action="append", metavar="SPEC[,SPEC...]",
         help="compressor specs, comma-separated (a spec's own key=value parameters stay with it); may repeat",

@@ -21,7 +21,7 @@ from proxylm.errors import UserError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", required=True, help="checkpoint, checkpoints directory or run directory")
     parser.add_argument("--corpus", required=True,
-                        help="JSONL file or glob, source files, parquet, `stdlib`, or a prepared directory")
+                        help="JSONL file or glob, source files, parquet, `stdlib`, hf:PATH[:split], or a prepared directory")
     parser.add_argument("--field", default="text", help="JSONL / parquet field holding the text (default: text)")
     add_split_argument(parser)
     parser.add_argument("--limit", type=positive_int, default=50, metavar="K",

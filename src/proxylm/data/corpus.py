@@ -10,6 +10,10 @@ Design choices:
   source files (one file = one document), parquet (streamed by record batch with pyarrow), and
   `stdlib`: the .py files of the running Python's standard library (site-packages excluded), so
   every machine has real code to try things on.
+- `hf:PATH[:split]`: a local Hugging Face dataset, either a `save_to_disk` folder (memory-mapped
+  with `load_from_disk`) or a folder of data files (`load_dataset(PATH, streaming=True)`: no
+  cache is built). Nothing is downloaded. A dataset with several splits reads `split`, else
+  `train`; row ids are `PATH:split#row` (relative like file ids) unless the row has an `id`.
 - Files are read in sorted order and ids are relative to the corpus root, so a corpus yields the
   same documents with the same ids on every run and every machine.
 - Document id: the file's relative path (source files), `path:line` (JSONL) or `path#row`
@@ -54,6 +58,8 @@ DEFAULT_MAX_PIECE_BYTES = 4096
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
 PARQUET_SUFFIXES = (".parquet",)
 GLOB_CHARS = "*?["
+HF_PREFIX = "hf:"
+HF_DEFAULT_SPLIT = "train"
 
 
 class CorpusError(UserError, ValueError):
@@ -66,6 +72,7 @@ class CorpusKind(enum.Enum):
     FILES = "files"
     PARQUET = "parquet"
     STDLIB = "stdlib"
+    HF = "hf"  # a local Hugging Face dataset: `hf:PATH[:split]`
 
 
 class Split(enum.Enum):
@@ -101,7 +108,8 @@ class Document:
 @dataclass
 class CorpusConfig:
     source: str
-    """`stdlib`, a JSONL file or glob, a directory or glob of source files, or a parquet file."""
+    """`stdlib`, a JSONL file or glob, a directory or glob of source files, a parquet file, or
+    `hf:PATH[:split]` (a local Hugging Face dataset folder)."""
     kind: CorpusKind = CorpusKind.AUTO
     """Force how the source is read; `auto` decides from suffixes (.jsonl[.gz], .ndjson, .parquet)."""
     field: str = "text"
@@ -291,6 +299,8 @@ def resolve_source(config: CorpusConfig) -> Source:
     text = config.source
     if config.kind is CorpusKind.STDLIB or (config.kind is CorpusKind.AUTO and text == "stdlib"):
         return _stdlib_source()
+    if config.kind is CorpusKind.HF or text.startswith(HF_PREFIX):
+        return _hf_source(text)
     path = Path(text).expanduser()
     if path.is_dir():
         files = _walk(path)
@@ -321,6 +331,26 @@ def _stdlib_source() -> Source:
     if not files:
         raise CorpusError(f"no .py files found in the standard library at {root}")
     return Source(kind=CorpusKind.STDLIB, files=tuple(files), root=root)
+
+
+def parse_hf_source(text: str) -> tuple[Path, str | None]:
+    """`hf:PATH[:split]` (the prefix optional) -> (PATH, split or None); a PATH that exists wins."""
+    rest = text[len(HF_PREFIX):] if text.startswith(HF_PREFIX) else text
+    path = Path(rest).expanduser()
+    if not path.exists() and ":" in rest:
+        head, _, split = rest.rpartition(":")
+        return Path(head).expanduser(), split or None
+    return path, None
+
+
+def _hf_source(text: str) -> Source:
+    path, _ = parse_hf_source(text)
+    if not path.is_dir():
+        raise CorpusError(
+            f"corpus '{text}': {path} is not a directory; hf: takes a folder written by save_to_disk or a "
+            "folder of data files (give a single JSONL or parquet file without the hf: prefix)"
+        )
+    return Source(kind=CorpusKind.HF, files=(path,), root=path.parent)
 
 
 def _walk(directory: Path, prune: frozenset[str] | set[str] = frozenset()) -> list[Path]:
@@ -486,9 +516,66 @@ def read_parquet(path: Path, rel: str, config: CorpusConfig, reject: Reject) -> 
             row += 1
 
 
+def read_hf(path: Path, rel: str, config: CorpusConfig, reject: Reject) -> Iterator[Document]:
+    """Rows of a local Hugging Face dataset, by record batch, with the same checks as parquet rows."""
+    dataset, split = _open_hf(path, parse_hf_source(config.source)[1])
+    names = dataset.column_names
+    if names is not None and config.field not in names:
+        raise CorpusError(f"{path}: no column '{config.field}' (columns: {', '.join(names)}); choose one with --field")
+    columns = [config.field] + ([config.id_field] if names and config.id_field in names else [])
+    label = rel if split is None else f"{rel}:{split}"
+    full = str(path) if split is None else f"{path}:{split}"
+    row = 0
+    for batch in _hf_batches(dataset.select_columns(columns), full, reject):
+        texts = batch[config.field]
+        for text, doc_id in zip(texts, batch.get(config.id_field, [None] * len(texts))):
+            data = _accept_text(text, f"{full}#{row}", config, reject)
+            if data is not None:
+                yield Document(id=_stable_id(doc_id, f"{label}#{row}"), data=data)
+            row += 1
+
+
+def _open_hf(path: Path, split: str | None) -> tuple[Any, str | None]:
+    """The dataset in a folder and the split read (None: a single dataset without splits)."""
+    import datasets
+
+    saved = (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+    try:
+        data = datasets.load_from_disk(str(path)) if saved else datasets.load_dataset(str(path), streaming=True)
+    except (datasets.exceptions.DatasetsError, ValueError, OSError) as exc:
+        raise CorpusError(f"{path}: not a readable Hugging Face dataset ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(data, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        if split is not None:
+            raise CorpusError(f"{path}: a single dataset saved without splits; drop ':{split}' from the source")
+        return data, None
+    splits = list(data)
+    chosen = split or (HF_DEFAULT_SPLIT if HF_DEFAULT_SPLIT in data else splits[0] if len(splits) == 1 else None)
+    if chosen not in data:
+        wanted = f"no split '{split}'" if split else "several splits"
+        raise CorpusError(f"{path}: {wanted} (splits: {', '.join(splits)}); choose one with hf:{path}:SPLIT")
+    return data[chosen], chosen
+
+
+def _hf_batches(dataset: Any, where: str, reject: Reject) -> Iterator[dict[str, list]]:
+    """Column batches; a data file that datasets cannot parse ends the read, counted as unreadable."""
+    import datasets
+
+    batches = iter(dataset.iter(batch_size=256))
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (datasets.exceptions.DatasetsError, ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            reject(SkipReason.UNREADABLE, where, f"datasets cannot read the rest of it: {exc}")
+            return
+        yield batch
+
+
 READERS: dict[CorpusKind, Callable[[Path, str, CorpusConfig, Reject], Iterator[Document]]] = {
     CorpusKind.JSONL: read_jsonl,
     CorpusKind.FILES: read_files,
     CorpusKind.STDLIB: read_files,
     CorpusKind.PARQUET: read_parquet,
+    CorpusKind.HF: read_hf,
 }

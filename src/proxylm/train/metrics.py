@@ -22,8 +22,12 @@ import torch
 
 from proxylm.io import atomic_path, atomic_write_text
 
-# Dense bf16 tensor-core peaks (FLOP/s) from the vendors' data sheets, by device-name fragment.
-GPU_BF16_PEAKS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "4090": 165e12}
+# Dense bf16 tensor-core peaks (FLOP/s) from the vendors' data sheets, by device-name fragment;
+# the first fragment found in the name wins, so longer names come before their prefixes.
+GPU_BF16_PEAKS = {
+    "H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L40": 181e12,
+    "L4": 121e12, "A10G": 125e12, "4090": 165e12,
+}
 
 # (axis title, y label, [(record key, curve label), ...]) of the three panels of curves.png
 PANELS = (

@@ -426,8 +426,9 @@ def _ratio(numerator: float, denominator: float) -> float | None:
 def _progress_bar(job: Job):
     from tqdm.auto import tqdm
 
+    # disable=None: shown on a terminal only, so a log file holds no progress-bar frames
     return tqdm(total=job.plan.total_steps, initial=job.counters.step, desc="train", unit="step",
-                disable=not job.info.is_main, dynamic_ncols=True)
+                disable=None if job.info.is_main else True, dynamic_ncols=True)
 
 
 def save_checkpoint(job: Job, window: Window) -> int:

@@ -1,0 +1,34 @@
+"""`make demo` on a tiny corpus and model: every phase runs, and written to a file (not a terminal)
+its log is the summary lines, without progress-bar frames."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from conftest import write_stdlib_jsonl
+
+from proxylm import demo
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_demo_runs_every_phase_and_logs_lines_not_progress_bars(tmp_path, monkeypatch, capfd):
+    corpus = write_stdlib_jsonl(tmp_path / "docs.jsonl", files=90, chars=1200)
+    monkeypatch.chdir(REPO)  # the demo's config path is relative to the repository
+    monkeypatch.setattr(demo, "STABILITY_SPECS", ["gzip", "bpe:vocab=300"])
+    monkeypatch.setattr(demo, "EVAL_DOCS", 2)
+    status = demo.main(["--steps", "2", f"data.corpus={corpus}", f"data.shards={tmp_path / 'shards'}",
+                        "data.compressor=bpe:vocab=300", f"run.out={tmp_path / 'run'}", "model.dim=32",
+                        "model.n_layers=1", "model.n_heads=2", "pack.seq_len=64", "pack.batch_size=2",
+                        "run.peak_flops=1.0e+11", "run.plot=false", "ckpt.every=0"])
+    out, err = capfd.readouterr()
+    assert status == 0, err[-2000:]
+    for phase in ("1/4 prepare", "2/4 stability", "3/4 train: tiny proxy model, 2 steps", "4/4 evaluate"):
+        assert f"== {phase}" in out
+    assert re.search(r"bits per byte on the 164 HumanEval reference programs \(prompt \+ canonical solution, [\d,]+ bytes\): \d+\.\d{3}", out)
+    assert "greedy sample:\ndef fibonacci(n):\n" in out
+    assert "\r" not in out + err  # no progress-bar frames in a log
+    assert len((out + err).splitlines()) < 60
