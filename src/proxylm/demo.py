@@ -60,7 +60,8 @@ def prepare_corpus(cfg) -> dict:
     from proxylm.data.prepare import prepare
 
     banner(f"1/4 prepare: corpus '{cfg.data.corpus}' -> {cfg.data.compressor} shards in {cfg.data.shards}")
-    manifest = prepare(cfg.data.corpus, cfg.data.compressor, cfg.data.shards, workers=2, progress=on_terminal())
+    options = cfg.data.prepare_options() | {"workers": 2}
+    manifest = prepare(cfg.data.corpus, cfg.data.compressor, cfg.data.shards, progress=on_terminal(), **options)
     skipped = ", ".join(f"{k} {v}" for k, v in manifest["skipped"].items() if v) or "none"
     print(f"{'documents':<14}{manifest['documents']:>14,}")
     print(f"{'raw bytes':<14}{manifest['raw_bytes']:>14,}")

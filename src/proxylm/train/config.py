@@ -83,6 +83,10 @@ class DataConfig:
     max_piece_bytes: int | None = None
     """Pieces the shards must hold (`prepare --max-piece-bytes`); None: prepare's default, not checked."""
 
+    def prepare_options(self) -> dict:
+        """What a first-use `prepare` of these shards takes beyond corpus, compressor and out."""
+        return {"workers": self.workers} | ({} if self.max_piece_bytes is None else {"max_piece_bytes": self.max_piece_bytes})
+
     def __post_init__(self) -> None:
         if self.max_piece_bytes is not None and self.max_piece_bytes < 16:
             raise ConfigError(f"data.max_piece_bytes must be >= 16, got {self.max_piece_bytes}")

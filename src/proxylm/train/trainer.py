@@ -173,8 +173,7 @@ def open_shards(cfg: DataConfig, info: DistInfo) -> Shards:
             if info.is_main:
                 from proxylm.data.prepare import prepare
 
-                pieces = {} if cfg.max_piece_bytes is None else {"max_piece_bytes": cfg.max_piece_bytes}
-                prepare(cfg.corpus, cfg.compressor, cfg.shards, workers=cfg.workers, progress=True, **pieces)
+                prepare(cfg.corpus, cfg.compressor, cfg.shards, progress=True, **cfg.prepare_options())
             barrier(info)
     try:
         shards = Shards.open(cfg.shards, cfg.split)
