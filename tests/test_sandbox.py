@@ -142,9 +142,26 @@ def test_files_outside_the_scratch_cannot_be_changed(outside_files, attempt):
     assert not any(p.with_name("new.txt").exists() for p in outside_files)
 
 
+# A Python installation under /tmp (a checkout there) is bound read-only inside the scratch: its
+# top directory is the one entry a fresh scratch may hold.
+INSTALLATION_IN_SCRATCH = (
+    "import os, sys\n"
+    "bound = {p.split('/')[2] for p in (sys.prefix, sys.base_prefix, os.path.realpath(sys.prefix)) if p.startswith('/tmp/')}\n"
+)
+
+
 def test_each_program_gets_an_empty_scratch():
-    assert run_program("open('made_here.txt', 'w').write('x')\nimport os\nassert os.listdir(os.environ['TMPDIR']) == ['made_here.txt']\n", FAST).passed
-    assert run_program("import os\nassert os.listdir('.') == [], os.listdir('.')\n", FAST).passed
+    made = "open('made_here.txt', 'w').write('x')\nassert set(os.listdir(os.environ['TMPDIR'])) - bound == {'made_here.txt'}\n"
+    assert run_program(INSTALLATION_IN_SCRATCH + made, FAST).passed
+    assert run_program(INSTALLATION_IN_SCRATCH + "assert set(os.listdir('.')) - bound == set(), os.listdir('.')\n", FAST).passed
+
+
+def test_the_python_installation_is_bound_over_the_scratch_not_hidden_by_it():
+    """A venv in a checkout under /tmp must stay visible: the scratch tmpfs is mounted before every
+    read-only bind of the installation."""
+    command = sandbox._command("bwrap", SandboxLimits(), Isolation.BWRAP_PIDS_CGROUP, 3)
+    binds = [i for i, arg in enumerate(command) if arg == "--ro-bind"]
+    assert binds and command.index("--tmpfs") < min(binds)
 
 
 def test_a_disk_filler_stops_at_the_scratch_size():

@@ -289,10 +289,13 @@ def _command(bwrap: str, limits: SandboxLimits, isolation: Isolation, report_fd:
         "--die-with-parent", "--new-session", "--as-pid-1",
         "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", _SCRATCH, "--setenv", "TMPDIR", _SCRATCH,
         "--setenv", "LC_ALL", "C.UTF-8",
+        # The scratch first: a Python installation under /tmp (a venv in a checkout there) is then
+        # bound read-only on top of it instead of being hidden by it.
+        "--size", str(limits.scratch_bytes), "--tmpfs", _SCRATCH,
         *_read_only_system(),
         "--ro-bind", str(Path(__file__).resolve()), _RUNNER,
         "--proc", "/proc", "--remount-ro", "/proc", "--dev", "/dev",
-        "--size", str(limits.scratch_bytes), "--tmpfs", _SCRATCH, "--chdir", _SCRATCH,
+        "--chdir", _SCRATCH,
         "--", sys.executable, "-I", _RUNNER, *runner_args, "1",
     ]  # fmt: skip
 
