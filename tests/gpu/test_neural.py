@@ -18,18 +18,6 @@ from proxylm.data.prepare import prepare
 pytestmark = pytest.mark.gpu
 
 
-@pytest.fixture(scope="module")
-def byte_lm(tmp_path_factory):
-    from proxylm.model import ModelConfig, Transformer
-    from proxylm.model_io import save_model
-
-    torch.manual_seed(0)
-    model = Transformer(ModelConfig(dim=32, n_layers=1, n_heads=2, max_seq_len=64))
-    with torch.no_grad():
-        model.output.weight.mul_(20)  # sharper than a fresh init, so windows hold a few bytes
-    return save_model(model, tmp_path_factory.mktemp("byte-lm") / "model")
-
-
 def stdlib_heads(path, docs: int, size: int):
     """The first `size` bytes of `docs` standard-library modules, as JSONL."""
     with open(path, "w") as fh:
@@ -38,8 +26,8 @@ def stdlib_heads(path, docs: int, size: int):
     return path
 
 
-def test_neural_prepare_round_trips_on_a_gpu_machine(rig, byte_lm, tmp_path):
-    spec = f"neural:model={byte_lm},window_bits=16"
+def test_neural_prepare_round_trips_on_a_gpu_machine(rig, transformer_dir, tmp_path):  # transformer_dir: tests/conftest.py
+    spec = f"neural:model={transformer_dir},window_bits=16"
     workers = 1 if rig.dry_run else min(4, os.cpu_count() or 1)  # a worker costs a process start
     corpus = stdlib_heads(tmp_path / "docs.jsonl", rig.shapes.neural_docs, rig.shapes.neural_doc_bytes)
     manifest = prepare(corpus, spec, tmp_path / "shards", workers=workers)
