@@ -79,12 +79,6 @@ class StreamAudit:
         else:
             self.pairs_whole += 1
 
-    def shares(self) -> tuple[np.ndarray, np.ndarray]:
-        """(steps, compressed share of view positions per step)."""
-        steps = np.array(sorted(self.steps))
-        counts = np.array([self.steps[s] for s in steps])
-        return steps, counts[:, 0] / np.maximum(counts[:, 0] + counts[:, 1], 1)
-
     def window_shares(self, window: int, since: int = 0) -> np.ndarray:
         """Compressed share of view positions in each full window of `window` steps from `since` on."""
         steps = np.array(sorted(s for s in self.steps if s >= since))

@@ -155,17 +155,34 @@ class Source:
 Reject = Callable[[SkipReason, str, str], None]  # (reason, where "file:line", detail)
 
 
+class Skips(collections.Counter):
+    """Bad documents counted by reason; with `strict`, the first one is a CorpusError naming it."""
+
+    def __init__(self, strict: bool = False) -> None:
+        super().__init__()
+        self.strict = strict
+
+    def reject(self, reason: SkipReason, where: str, detail: str) -> None:
+        if self.strict:
+            raise CorpusError(f"{where}: {detail} (skipped and counted as '{reason.value}' without --strict)")
+        self[reason] += 1
+
+    def counts(self) -> dict[str, int]:
+        """Every reason with its count (zeros included, so the keys are always the same)."""
+        return {reason.value: self.get(reason, 0) for reason in SkipReason}
+
+
 class Corpus:
     """Iterate to stream documents; `skipped` counts the bad ones of the latest pass by reason."""
 
     def __init__(self, config: CorpusConfig) -> None:
         self.config = config
         self.source = resolve_source(config)
-        self.skipped: collections.Counter[SkipReason] = collections.Counter()
+        self.skipped = Skips(config.strict)
         self.documents_read = 0
 
     def __iter__(self) -> Iterator[Document]:
-        self.skipped = collections.Counter()
+        self.skipped = Skips(self.config.strict)
         self.documents_read = 0
         for doc in self._read_all():
             self.documents_read += 1
@@ -179,13 +196,11 @@ class Corpus:
             yield from reader(path, self.source.rel(path), self.config, self._reject)
 
     def _reject(self, reason: SkipReason, where: str, detail: str) -> None:
-        if self.config.strict:
-            raise CorpusError(f"{where}: {detail} (skipped and counted as '{reason.value}' without --strict)")
-        self.skipped[reason] += 1
+        self.skipped.reject(reason, where, detail)  # the latest pass's counter
 
     def skipped_counts(self) -> dict[str, int]:
         """Every reason with its count (zeros included, so the keys are always the same)."""
-        return {reason.value: self.skipped.get(reason, 0) for reason in SkipReason}
+        return self.skipped.counts()
 
     def size_hint(self) -> int:
         """Total size of the source files in bytes: a progress-bar total, exact for source files."""
@@ -391,7 +406,7 @@ def _file_size(path: Path) -> int:
 # ---- readers: one per kind, each yields accepted documents and reports rejects -----------------
 
 
-def _accept_text(text: Any, where: str, config: CorpusConfig, reject: Reject) -> bytes | None:
+def accept_text(text: Any, where: str, config: CorpusConfig, reject: Reject) -> bytes | None:
     """The bytes of a text field, or None after reporting why it is not a usable document."""
     if text is None:
         reject(SkipReason.MISSING_FIELD, where, f"field '{config.field}' is missing or null")
@@ -472,7 +487,7 @@ def read_jsonl(path: Path, rel: str, config: CorpusConfig, reject: Reject) -> It
             record = _parse_json_line(line, where, reject)
             if record is None:
                 continue
-            data = _accept_text(record.get(config.field), where, config, reject)
+            data = accept_text(record.get(config.field), where, config, reject)
             if data is not None:
                 yield Document(id=_stable_id(record.get(config.id_field), f"{rel}:{lineno}"), data=data)
 
@@ -510,7 +525,7 @@ def read_parquet(path: Path, rel: str, config: CorpusConfig, reject: Reject) -> 
         ids = batch.column(config.id_field).to_pylist() if len(columns) > 1 else [None] * len(texts)
         for text, doc_id in zip(texts, ids):
             where = f"{path}#{row}"
-            data = _accept_text(text, where, config, reject)
+            data = accept_text(text, where, config, reject)
             if data is not None:
                 yield Document(id=_stable_id(doc_id, f"{rel}#{row}"), data=data)
             row += 1
@@ -529,7 +544,7 @@ def read_hf(path: Path, rel: str, config: CorpusConfig, reject: Reject) -> Itera
     for batch in _hf_batches(dataset.select_columns(columns), full, reject):
         texts = batch[config.field]
         for text, doc_id in zip(texts, batch.get(config.id_field, [None] * len(texts))):
-            data = _accept_text(text, f"{full}#{row}", config, reject)
+            data = accept_text(text, f"{full}#{row}", config, reject)
             if data is not None:
                 yield Document(id=_stable_id(doc_id, f"{label}#{row}"), data=data)
             row += 1

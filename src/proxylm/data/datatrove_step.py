@@ -25,7 +25,6 @@ Design choices:
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import time
 from collections.abc import Iterator
@@ -36,7 +35,7 @@ from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 
 from proxylm.config import ConfigError
-from proxylm.data.corpus import Corpus, CorpusConfig, CorpusError, Document, SkipReason, _accept_text
+from proxylm.data.corpus import Corpus, CorpusConfig, Document, Skips, accept_text
 from proxylm.data.prepare import TASKS_DIR, PrepareConfig, TaskPlan, merge_tasks, plan_tasks, run_task
 
 LAYOUT = "datatrove"  # tasks take whole files (proxylm's reader) or whatever the reader gives them
@@ -106,21 +105,16 @@ class _Accepted:
 
     def __init__(self, config: CorpusConfig) -> None:
         self.config = config
-        self.skipped: collections.Counter[SkipReason] = collections.Counter()
+        self.skipped = Skips(config.strict)
 
     def documents(self, data: DocumentsPipeline) -> Iterator[Document]:
         for doc in data:
-            text = _accept_text(doc.text, f"document {doc.id}", self.config, self._reject)
+            text = accept_text(doc.text, f"document {doc.id}", self.config, self.skipped.reject)
             if text is not None:
                 yield Document(id=str(doc.id), data=text)
 
-    def _reject(self, reason: SkipReason, where: str, detail: str) -> None:
-        if self.config.strict:
-            raise CorpusError(f"{where}: {detail}")
-        self.skipped[reason] += 1
-
     def counts(self) -> dict[str, int]:
-        return {reason.value: self.skipped.get(reason, 0) for reason in SkipReason}
+        return self.skipped.counts()
 
 
 def run_local(config: PrepareConfig, tasks: int, *, progress: bool = False) -> dict:

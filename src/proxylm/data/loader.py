@@ -238,12 +238,6 @@ class Loader:
         return docs, u_view, u_order
 
     @property
-    def schedule_step(self) -> int | None:
-        """drop_compressed: the proxy run's step that the slowest of this rank's rows has reached."""
-        steps = [row.proxy_step for micro in self.rows for row in micro]
-        return None if None in steps else min(steps)
-
-    @property
     def documents_drawn(self) -> int:
         """Pieces this rank's rows have drawn so far (a raw-only row counts the proxy run's draws)."""
         return sum((row.shadow or row).drawn for micro in self.rows for row in micro)
