@@ -57,6 +57,31 @@ def test_schedule_fits_runs_shorter_than_the_warmup():
     assert lr_at(1000, 100, cfg) == pytest.approx(1e-4)  # past the plan: stays at the floor
 
 
+def test_a_run_can_follow_another_runs_schedule_through_a_step_map():
+    own = OptimConfig(lr=1e-3, warmup_steps=10)
+    followed = [lr_at(step, 100, own) for step in range(100)]
+    same_steps = OptimConfig(lr=1e-3, warmup_steps=10, follow_steps=100)
+    assert [lr_at(step, 30, same_steps) for step in range(100)] == followed  # its own plan (30) is ignored
+    mapped = OptimConfig(lr=1e-3, warmup_steps=10, follow_steps=100, follow_map=[[0, 0], [10, 40], [20, 99]])
+    lrs = [lr_at(step, 21, mapped) for step in range(25)]
+    assert lrs[0] == followed[0] and lrs[10] == followed[40] and lrs[15] == followed[70] and lrs[20] == followed[99]
+    assert lrs[5] == followed[20] and lrs[24] == followed[99]  # linear between knots, flat past the last
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["optim.follow_map=[[0, 0]]"], "needs optim.follow_steps"),
+    (["optim.follow_steps=10", "optim.follow_map=[[0, 0], [0, 3]]"], "steps must increase"),
+    (["optim.follow_steps=10", "optim.follow_map=[[0, 5], [2, 3]]"], "must not decrease"),
+    (["optim.follow_steps=10", "optim.follow_map=[[0, 5, 1]]"], "pairs"),
+])
+def test_bad_step_maps_are_refused(bad, message):
+    from proxylm.config import ConfigError
+    from proxylm.train.config import load_train_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_train_config(None, ["data.shards=x", *bad])
+
+
 @pytest.mark.parametrize("bad", ["optim.lr=0", "optim.beta2=1.5", "optim.warmup_steps=-1", "optim.min_lr_ratio=2"])
 def test_bad_optimiser_values_are_refused(bad):
     from proxylm.config import ConfigError

@@ -2,6 +2,7 @@
 a rerun retrains nothing, a changed config is refused, bad configs fail with their key."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from proxylm import study
 from proxylm.study import ARMS, Arm, ArmContext, CompressorSpecs, Proxy, load_study_config, pin_schedule
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-ARMS_UNDER_TEST = ["bytes", "proxy-bpe", "raw-only"]
+ARMS_UNDER_TEST = ["bytes", "proxy-bpe", "raw-only", "bytes-raw-only-budget"]
 STUDY = """
 out: {out}
 arms: [{arms}]
@@ -65,7 +66,7 @@ def without_arm_keys(cfg) -> dict:
     return data
 
 
-@pytest.mark.parametrize("arm", [a for a in Arm if a is not Arm.RAW_ONLY])
+@pytest.mark.parametrize("arm", [a for a in Arm if a not in (Arm.RAW_ONLY, Arm.BYTES_RAW_ONLY_BUDGET)])
 def test_an_arm_changes_only_its_data_and_schedule(arm):
     base, ctx = base_and_context()
     derived = ARMS[arm].build(base, ctx)
@@ -104,6 +105,24 @@ def trial_file(out: Path, arm: str, name: str) -> Path:
     return out / "trials/micro" / arm / "seed-0" / name
 
 
+def metrics(out: Path, arm: str) -> list[dict]:
+    lines = trial_file(out, arm, "run/metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if "lr" in r]
+
+
+def assert_raw_only_follows_the_proxy_lr_by_raw_bytes(out: Path) -> None:
+    """Each raw-only step runs at the lr of the proxy step that reached the same raw bytes."""
+    import bisect
+
+    proxy, raw_only = metrics(out, "proxy-bpe"), metrics(out, "raw-only")
+    assert [r["step"] for r in raw_only] == list(range(1, len(raw_only) + 1)) and len(raw_only) < len(proxy)
+    proxy_seen = [r["raw_bytes"] for r in proxy]
+    before = [0] + [r["raw_bytes"] for r in raw_only[:-1]]
+    followed = [proxy[min(bisect.bisect_right(proxy_seen, b), len(proxy) - 1)]["lr"] for b in before]
+    assert [r["lr"] for r in raw_only] == pytest.approx(followed)
+    assert raw_only[-1]["lr"] == pytest.approx(proxy[-1]["lr"], rel=0.3)  # it ends annealed, as the proxy run does
+
+
 def test_a_tiny_study_runs_in_parts_and_a_rerun_redoes_nothing(tmp_path, corpus, monkeypatch, capsys):
     config = write_config(tmp_path, corpus)
     out = tmp_path / "out"
@@ -127,6 +146,9 @@ def test_a_tiny_study_runs_in_parts_and_a_rerun_redoes_nothing(tmp_path, corpus,
     tokens_per_batch = 64 * 2
     assert proxy["raw_bytes"] <= raw_only["raw_bytes"] <= proxy["raw_bytes"] + tokens_per_batch  # ... on the same raw views
     assert results["raw-only"]["translation"] is not None and results["bytes"]["translation"] is None
+    small_bytes = results["bytes-raw-only-budget"]["train"]  # the byte baseline at raw-only's FLOPs
+    assert raw_only["flops"] - small_bytes["flops"] / small_bytes["steps"] < small_bytes["flops"] <= raw_only["flops"]
+    assert_raw_only_follows_the_proxy_lr_by_raw_bytes(out)
     for r in results.values():
         assert [p["step"] for p in r["curve"]][-1] == r["train"]["steps"] and r["bpb"] == r["curve"][-1]["bpb"]
         assert r["eval"]["raw_bytes"] == results["bytes"]["eval"]["raw_bytes"] > 0  # the same held-out bytes
@@ -170,6 +192,26 @@ def test_a_tiny_study_runs_in_parts_and_a_rerun_redoes_nothing(tmp_path, corpus,
     with pytest.raises(UserError, match=r"trials/micro/bytes/seed-0: trained under another config"):
         study.run_study(load_study_config(config, ["arms=[bytes]", "parts=[train]",
                                                    "sizes=[{name: micro, preset: small, model: {dim: 32, n_layers: 1, n_heads: 2}, flops: 4.0e+8}]"]))
+
+
+def test_kept_results_let_a_fresh_checkout_skip_finished_trials_and_rebuild_the_report(tmp_path, corpus, monkeypatch):
+    config = write_config(tmp_path, corpus, arms=["bytes"])
+    kept = tmp_path / "kept"
+    overrides = [f"results_dir={kept}", "parts=[prepare, train, evaluate, stability, report]"]
+    study.run_study(load_study_config(config, overrides))
+    result = json.loads((kept / "micro/bytes/seed-0.json").read_text())
+    assert result["trial"] == "micro/bytes/seed-0" and (kept / "stability.json").is_file()
+
+    shutil.rmtree(tmp_path / "out" / "trials")  # the runs stay behind; data and compressors are re-prepared
+    (tmp_path / "out" / "stability.json").unlink()
+    monkeypatch.setattr("proxylm.study.run.train_run", lambda *a: pytest.fail("retrained a kept trial"))
+    monkeypatch.setattr("proxylm.study.run.score_trial", lambda *a: pytest.fail("re-scored a kept trial"))
+    monkeypatch.setattr("proxylm.probes.stability.measure", lambda *a, **k: pytest.fail("re-probed the compressors"))
+    summary = study.run_study(load_study_config(config, overrides))
+    assert summary["trials"] == [result] and summary["stability"] == json.loads((kept / "stability.json").read_text())
+
+    with pytest.raises(UserError, match=r"kept/micro/bytes/seed-0.json: a kept result trained under another config"):
+        study.run_study(load_study_config(config, [*overrides[:1], "parts=[train]", "train.optim.lr=1.0e-3"]))
 
 
 @pytest.mark.parametrize(

@@ -15,13 +15,19 @@ Design choices:
   stream is the proxy stream's raw views, in order. It trains until it has covered every raw
   byte the proxy run trains on (at most one batch more): both loaders are replayed on rank 0
   without a model (remembered in the study's cache). Its steps, and so its FLOPs, are what that takes.
+  Its learning rate follows the proxy run's schedule by raw bytes trained (optim.follow_map): each
+  document is trained at the lr the proxy run gave it, not under a cosine of its own.
+- Bytes at raw-only's budget: the byte baseline stopped at the FLOPs raw-only trains with, so
+  transfer is read against both (proxy-bpe at the full budget, bytes at raw-only's).
 """
 
 from __future__ import annotations
 
+import bisect
 import copy
 import dataclasses
 import hashlib
+import itertools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,7 +58,7 @@ class ArmContext:
     world_size: int = 1
     cache_dir: Path | None = None  # where slow derivations (the raw-only replay) are remembered
 
-    def cached(self, key: Any, compute: Callable[[], int]) -> int:
+    def cached(self, key: Any, compute: Callable[[], Any]) -> Any:
         """compute(), remembered under `key` (plain data) in cache_dir."""
         if self.cache_dir is None:
             return compute()
@@ -131,8 +137,19 @@ def raw_only_arm(base: TrainConfig, ctx: ArmContext) -> TrainConfig:
     cfg.mix = dataclasses.replace(cfg.mix, drop_compressed=True)
     cfg.run.max_flops = None
     prepared = read_manifest(Path(proxy.data.shards))["fingerprint"]
-    cfg.run.max_steps = ctx.cached(("raw-only", to_dict(proxy), prepared, proxy_steps, ctx.world_size),
-                                   lambda: raw_only_steps(proxy, cfg, proxy_steps, ctx.world_size))
+    plan = ctx.cached(("raw-only plan", to_dict(proxy), prepared, proxy_steps, ctx.world_size),
+                      lambda: raw_only_plan(proxy, cfg, proxy_steps, ctx.world_size))
+    cfg.run.max_steps = plan["steps"]
+    cfg.optim = dataclasses.replace(cfg.optim, follow_steps=proxy_steps, follow_map=plan["follow_map"])
+    return cfg
+
+
+def bytes_at_raw_only_budget_arm(base: TrainConfig, ctx: ArmContext) -> TrainConfig:
+    """The byte baseline stopped at the FLOPs the raw-only control trains with (its own cosine)."""
+    raw_only = raw_only_arm(base, ctx)
+    cfg = bytes_arm(base, ctx)
+    cfg.run.max_flops = planned_flops(raw_only, ctx.world_size)
+    cfg.run.max_steps = None
     return cfg
 
 
@@ -149,6 +166,7 @@ ARMS: dict[Arm, ArmSpec] = {
     Arm.TOKEN_BPE: ArmSpec(token_bpe_arm, Proxy.BPE, False, "BPE tokens only, no sentinels; BPB over raw bytes"),
     Arm.PROXY_BPE: ArmSpec(proxy_arm(Proxy.BPE), Proxy.BPE, True, "paper schedule: 20% translation warm-up p 0.4->0.9, then sentinel p 0.9"),
     Arm.RAW_ONLY: ArmSpec(raw_only_arm, Proxy.BPE, True, "proxy-bpe's raw views only (compressed views dropped), same documents"),
+    Arm.BYTES_RAW_ONLY_BUDGET: ArmSpec(bytes_at_raw_only_budget_arm, Proxy.BPE, False, "raw bytes only, stopped at raw-only's FLOPs"),
     Arm.PROXY_BPE_BYTES: ArmSpec(proxy_arm(Proxy.BPE_BYTES), Proxy.BPE_BYTES, True, "BPE ids as fixed-width bytes (id order), paper schedule"),
     Arm.PROXY_BPE_BYTES_GRAY: ArmSpec(proxy_arm(Proxy.BPE_BYTES_GRAY), Proxy.BPE_BYTES_GRAY, True, "BPE ids as fixed-width bytes (Gray order), paper schedule"),
     Arm.PROXY_NEURAL: ArmSpec(proxy_arm(Proxy.NEURAL), Proxy.NEURAL, True, "neural arithmetic-coding proxy, paper schedule"),
@@ -169,16 +187,26 @@ def alphabet_size(shards: str | Path) -> int:
     return int(read_manifest(Path(shards))["compressor"]["alphabet_size"])
 
 
-def planned_steps(cfg: TrainConfig, world_size: int = 1) -> int:
-    """Optimiser steps the trainer will plan for `cfg` (its own plan_run)."""
+def run_plan(cfg: TrainConfig, world_size: int = 1) -> Any:
+    """The trainer's own plan_run for `cfg` (steps, FLOPs per step)."""
     import torch
 
     from proxylm.train.distributed import DistInfo
     from proxylm.train.trainer import plan_run
 
     info = DistInfo(rank=0, local_rank=0, world_size=world_size, device=torch.device("cpu"), backend=None)
-    plan = plan_run(cfg, cfg.model_config(alphabet_size(cfg.data.shards)), info)
-    return int(plan.total_steps)
+    return plan_run(cfg, cfg.model_config(alphabet_size(cfg.data.shards)), info)
+
+
+def planned_steps(cfg: TrainConfig, world_size: int = 1) -> int:
+    """Optimiser steps the trainer will plan for `cfg`."""
+    return int(run_plan(cfg, world_size).total_steps)
+
+
+def planned_flops(cfg: TrainConfig, world_size: int = 1) -> float:
+    """Training FLOPs of a run of `cfg` as the trainer plans and counts them (steps x FLOPs per step)."""
+    plan = run_plan(cfg, world_size)
+    return float(plan.total_steps * plan.flops_per_step)
 
 
 def replay_loader(cfg: TrainConfig, total_steps: int, world_size: int):
@@ -195,14 +223,29 @@ def replay_loader(cfg: TrainConfig, total_steps: int, world_size: int):
     )
 
 
-def raw_only_steps(proxy: TrainConfig, raw_only: TrainConfig, proxy_steps: int, world_size: int = 1) -> int:
-    """Steps the raw-only run needs to train on every raw byte the proxy run trains on in
-    `proxy_steps` steps (at most one batch more): both loaders replayed on rank 0, no model."""
+def raw_bytes_per_step(loader: Any, step: int, grad_accum: int) -> int:
+    return sum(loader.next_batch(step).raw_bytes for _ in range(grad_accum))
+
+
+def raw_only_plan(proxy: TrainConfig, raw_only: TrainConfig, proxy_steps: int, world_size: int = 1) -> dict[str, Any]:
+    """The raw-only run's steps and lr map, from both loaders replayed on rank 0 without a model.
+
+    steps: what it takes to train on every raw byte the proxy run trains on in `proxy_steps`
+    steps (at most one batch more). follow_map: knots [[step, proxy_step], ...] mapping each of
+    its steps to the proxy step that had trained on as many raw bytes, so every document gets the
+    learning rate the proxy run gave it (optim.follow_map)."""
     loader = replay_loader(proxy, proxy_steps, world_size)
-    target = sum(loader.next_batch(step).raw_bytes for step in range(proxy_steps) for _ in range(proxy.run.grad_accum))
+    proxy_seen = list(itertools.accumulate(raw_bytes_per_step(loader, t, proxy.run.grad_accum) for t in range(proxy_steps)))
+    target = proxy_seen[-1]
     loader = replay_loader(raw_only, proxy_steps, world_size)
-    seen = steps = 0
-    while seen < target or steps == 0:
-        seen += sum(loader.next_batch(steps).raw_bytes for _ in range(raw_only.run.grad_accum))
-        steps += 1
-    return steps
+    starts = []  # raw bytes trained before each raw-only step
+    seen = 0
+    while seen < target or not starts:
+        starts.append(seen)
+        seen += raw_bytes_per_step(loader, len(starts) - 1, raw_only.run.grad_accum)
+    mapped = [min(bisect.bisect_right(proxy_seen, before), proxy_steps - 1) for before in starts]
+    every = max(1, len(starts) // 64)
+    knots = [[s, mapped[s]] for s in range(0, len(starts), every)]
+    if knots[-1][0] != len(starts) - 1:
+        knots.append([len(starts) - 1, mapped[-1]])
+    return {"steps": len(starts), "follow_map": knots}

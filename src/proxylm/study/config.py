@@ -28,6 +28,7 @@ class Arm(enum.Enum):
     TOKEN_BPE = "token-bpe"  # BPE token baseline; BPB = its nats over the raw bytes
     PROXY_BPE = "proxy-bpe"  # the paper's recipe with BPE ids as the proxy
     RAW_ONLY = "raw-only"  # control: proxy-bpe with its compressed views dropped
+    BYTES_RAW_ONLY_BUDGET = "bytes-raw-only-budget"  # byte baseline at raw-only's (smaller) FLOPs
     PROXY_BPE_BYTES = "proxy-bpe-bytes"  # BPE ids written as fixed-width bytes, id order
     PROXY_BPE_BYTES_GRAY = "proxy-bpe-bytes-gray"  # ... Gray-code order
     PROXY_NEURAL = "proxy-neural"  # arithmetic coding under a small byte LM, equal-information windows
@@ -244,6 +245,10 @@ class StudyConfig:
     model.preset, seeds, stops, run.out and checkpoints. Everything else is shared."""
     eval: EvalSection = field(default_factory=EvalSection)
     """Held-out evaluation and probes."""
+    results_dir: str | None = None
+    """Also keep each trial's result.json (as <size>/<arm>/seed-<s>.json) and stability.json here: a
+    folder under version control, so a fresh checkout skips finished trials and rebuilds the report
+    from them while the runs themselves (checkpoints) stay local. None: only under `out`."""
     report_md: str | None = None
     """Also write the Markdown report here (figures into a `results` folder beside it)."""
     command: str | None = None

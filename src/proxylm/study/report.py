@@ -29,7 +29,7 @@ from typing import Any
 from proxylm.io import atomic_path, atomic_write_json, atomic_write_text
 from proxylm.study.arms import ARMS
 from proxylm.study.config import Arm, Proxy, StudyConfig
-from proxylm.study.run import STABILITY_FILE
+from proxylm.study.run import read_stability
 from proxylm.study.trials import RESULT_FILE, read_json
 
 
@@ -84,8 +84,14 @@ class Row:
         }
 
 
-def load_results(out: str | Path) -> list[dict[str, Any]]:
-    return [r for path in sorted(Path(out).glob(f"trials/*/*/*/{RESULT_FILE}")) if (r := read_json(path)) is not None]
+def load_results(cfg: StudyConfig) -> list[dict[str, Any]]:
+    """Every trial result under `out`, plus those only the results_dir keeps (a fresh checkout)."""
+    found = [r for path in sorted(Path(cfg.out).glob(f"trials/*/*/*/{RESULT_FILE}")) if (r := read_json(path)) is not None]
+    if cfg.results_dir:
+        have = {r["trial"] for r in found}
+        kept = (read_json(path) for path in sorted(Path(cfg.results_dir).glob("*/*/seed-*.json")))
+        found += [r for r in kept if r is not None and r["trial"] not in have]
+    return found
 
 
 def group_rows(cfg: StudyConfig, results: list[dict[str, Any]]) -> list[Row]:
@@ -100,8 +106,8 @@ def group_rows(cfg: StudyConfig, results: list[dict[str, Any]]) -> list[Row]:
 def write_report(cfg: StudyConfig) -> dict[str, Any]:
     """Write results.json, RESULTS.md and the figures under cfg.out (and cfg.report_md); returns the summary."""
     out = Path(cfg.out)
-    rows = group_rows(cfg, load_results(out))
-    stability = read_json(out / STABILITY_FILE)
+    rows = group_rows(cfg, load_results(cfg))
+    stability = read_stability(cfg)
     findings = compute_findings(rows, stability)
     targets = [(out / "RESULTS.md", out / "figures")]
     if cfg.report_md:

@@ -43,10 +43,10 @@ from proxylm.study.trials import (
     TRAINED_FILE,
     TRIAL_FILE,
     Trial,
-    TrialState,
     checked_config,
     fingerprint,
     read_json,
+    trial_state,
     trials,
 )
 from proxylm.train.config import ModelSection
@@ -183,7 +183,7 @@ def train_run(train_cfg: Any, info: Any) -> Any:
 def train_trial(cfg: StudyConfig, ctx: ArmContext, trial: Trial, tag: str, info: Any) -> None:
     """Train one trial unless it is trained; rank 0 records its summary in trained.json."""
     directory = trial.directory(cfg.out)
-    state = TrialState.read(directory)
+    state = trial_state(cfg, trial)
     train_cfg, train_fp = checked_config(cfg, ctx, trial, state)
     if state.trained is not None:
         say(f"study: {tag}: trained, skipped")
@@ -211,7 +211,7 @@ def train_trial(cfg: StudyConfig, ctx: ArmContext, trial: Trial, tag: str, info:
 def evaluate_trial(cfg: StudyConfig, ctx: ArmContext, trial: Trial, docs: list[tuple[str, bytes]], tag: str) -> dict[str, Any] | None:
     """Score a trained trial unless its result (under these evaluation settings) exists."""
     directory = trial.directory(cfg.out)
-    state = TrialState.read(directory)
+    state = trial_state(cfg, trial)
     if state.trained is None:
         say(f"study: {tag}: not trained yet, nothing to evaluate")
         return None
@@ -219,6 +219,7 @@ def evaluate_trial(cfg: StudyConfig, ctx: ArmContext, trial: Trial, docs: list[t
     eval_fp = fingerprint(to_dict(cfg.eval))
     if state.result is not None and state.result.get("eval_fingerprint") == eval_fp:
         say(f"study: {tag}: evaluated (bpb {state.result['bpb']:.4f}), skipped")
+        keep_result(cfg, trial, state.result)
         return state.result
     started = time.perf_counter()
     trained = state.trained
@@ -234,10 +235,26 @@ def evaluate_trial(cfg: StudyConfig, ctx: ArmContext, trial: Trial, docs: list[t
         "eval_fingerprint": eval_fp,
     }
     atomic_write_json(directory / RESULT_FILE, record)
+    keep_result(cfg, trial, record)
     if not cfg.keep_checkpoints:
         prune_curve_checkpoints(Path(trained["checkpoint"]))
     say(f"study: {tag}: bpb {record['bpb']:.4f}")
     return record
+
+
+def keep_result(cfg: StudyConfig, trial: Trial, record: dict[str, Any]) -> None:
+    """Copy a trial's result into the results_dir (if one is set and its copy differs)."""
+    if cfg.results_dir and read_json(trial.kept_result(cfg.results_dir)) != record:
+        atomic_write_json(trial.kept_result(cfg.results_dir), record)
+
+
+def stability_paths(cfg: StudyConfig) -> list[Path]:
+    """Where the stability probe is written (and read back from, the first that exists)."""
+    return [Path(cfg.out) / STABILITY_FILE] + ([Path(cfg.results_dir) / STABILITY_FILE] if cfg.results_dir else [])
+
+
+def read_stability(cfg: StudyConfig) -> dict[str, Any] | None:
+    return next((r for path in stability_paths(cfg) if (r := read_json(path)) is not None), None)
 
 
 def eval_documents(cfg: StudyConfig) -> list[tuple[str, bytes]]:
@@ -331,9 +348,12 @@ def run_stability(cfg: StudyConfig, ctx: ArmContext) -> dict[str, Any]:
     docs = eval_documents(cfg)[: cfg.eval.stability_docs]
     key = fingerprint({"prepared": [read_manifest(ctx.shards[p])["fingerprint"] for p in proxies],
                        "docs": [doc_id for doc_id, _ in docs], "eval": to_dict(cfg.eval)})
-    existing = read_json(Path(cfg.out) / STABILITY_FILE)
+    existing = read_stability(cfg)
     if existing is not None and existing.get("fingerprint") == key:
         say("study: stability probe: done, skipped")
+        for path in stability_paths(cfg):
+            if read_json(path) != existing:
+                atomic_write_json(path, existing)
         return existing
     specs = [ctx.specs.spec(p) for p in proxies]
     probe = StabilityConfig(corpus=CorpusConfig(source=cfg.data.corpus), compressors=specs, docs=len(docs),
@@ -343,5 +363,6 @@ def run_stability(cfg: StudyConfig, ctx: ArmContext) -> dict[str, Any]:
             for proxy, spec in zip(proxies, specs)]
     report = {"fingerprint": key, "metric": "normalised Levenshtein distance after deleting 10% of characters",
               "deletion": probe.deletion, "seed": probe.seed, "docs": len(pairs), "rows": rows}
-    atomic_write_json(Path(cfg.out) / STABILITY_FILE, report)
+    for path in stability_paths(cfg):
+        atomic_write_json(path, report)
     return report

@@ -55,6 +55,10 @@ class Trial:
     def directory(self, out: str | Path) -> Path:
         return Path(out) / "trials" / self.size.label / self.arm.value / f"seed-{self.seed}"
 
+    def kept_result(self, results_dir: str | Path) -> Path:
+        """Where the study's results_dir keeps this trial's result.json."""
+        return Path(results_dir) / self.size.label / self.arm.value / f"seed-{self.seed}.json"
+
 
 def trials(cfg: StudyConfig) -> list[Trial]:
     """Every trial to run, by size, then seed, then arm (so a partial study compares whole seeds)."""
@@ -131,10 +135,19 @@ class TrialState:
     result: dict[str, Any] | None  # result.json
 
     @classmethod
-    def read(cls, directory: Path) -> "TrialState":
+    def read(cls, directory: Path, kept_result: Path | None = None) -> "TrialState":
+        """What `directory` holds; its result, if the directory has none, from `kept_result` (the
+        copy a results_dir keeps when the run folder is gone, e.g. in a fresh checkout)."""
         result = read_json(directory / RESULT_FILE)
+        if result is None and kept_result is not None:
+            result = read_json(kept_result)
         trained = read_json(directory / TRAINED_FILE) or (result or {}).get("train")
         return cls(read_json(directory / TRIAL_FILE), trained, result)
+
+
+def trial_state(cfg: StudyConfig, trial: Trial) -> TrialState:
+    kept = trial.kept_result(cfg.results_dir) if cfg.results_dir else None
+    return TrialState.read(trial.directory(cfg.out), kept)
 
 
 def checked_config(cfg: StudyConfig, ctx: ArmContext, trial: Trial, state: TrialState) -> tuple[TrainConfig, str]:
@@ -146,5 +159,10 @@ def checked_config(cfg: StudyConfig, ctx: ArmContext, trial: Trial, state: Trial
         raise UserError(
             f"{trial.directory(cfg.out)}: trained under another config (fingerprint {state.recorded.get('train_fingerprint')}, "
             f"now {fp}); delete the directory to retrain it, or give the study another `out`"
+        )
+    if state.recorded is None and state.result is not None and state.result.get("train_fingerprint") != fp:
+        raise UserError(
+            f"{trial.kept_result(cfg.results_dir or '.')}: a kept result trained under another config (fingerprint "
+            f"{state.result.get('train_fingerprint')}, now {fp}); delete it to retrain the trial, or give the study another results_dir"
         )
     return train_cfg, fp

@@ -144,6 +144,12 @@ class OptimConfig:
     """The cosine ends at this fraction of the peak."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0 disables clipping)."""
+    follow_steps: int | None = None
+    """Run the warm-up and cosine of a run planned for this many steps instead of this run's own
+    plan: a control that follows another run's schedule (the study's raw-only arm). None: own plan."""
+    follow_map: list[list[int]] | None = None
+    """With follow_steps: knots [[step, followed_step], ...] (both increasing, piecewise linear):
+    the lr at this run's step s is the followed run's lr at the mapped step. None: the same step."""
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
@@ -154,6 +160,21 @@ class OptimConfig:
         for name in ("eps", "weight_decay", "grad_clip", "warmup_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"optim.{name} must be >= 0, got {getattr(self, name)}")
+        _check_follow(self.follow_steps, self.follow_map)
+
+
+def _check_follow(steps: int | None, knots: list[list[int]] | None) -> None:
+    if steps is not None and steps < 1:
+        raise ConfigError(f"optim.follow_steps must be >= 1 or null, got {steps}")
+    if knots is None:
+        return
+    if steps is None:
+        raise ConfigError("optim.follow_map needs optim.follow_steps (the followed run's planned steps)")
+    if not knots or any(not isinstance(k, list | tuple) or len(k) != 2 for k in knots):
+        raise ConfigError(f"optim.follow_map must be a non-empty list of [step, followed_step] pairs, got {knots!r}")
+    for (s0, f0), (s1, f1) in zip(knots, knots[1:]):
+        if s1 <= s0 or f1 < f0:
+            raise ConfigError(f"optim.follow_map: steps must increase and followed steps must not decrease, got {[s0, f0]} then {[s1, f1]}")
 
 
 @dataclass

@@ -7,6 +7,8 @@ Design choices (DESIGN.md section 5):
 - Linear warm-up to the peak, then a cosine down to a floor of 10% of the peak. The cosine runs
   over the planned number of steps, so a run stopped by FLOPs or steps ends at the floor.
 - The schedule is a pure function of the step: nothing to save beyond the step itself.
+- A control run can follow another run's schedule (optim.follow_steps, follow_map): the study's
+  raw-only arm trains each document at the lr the proxy run gave it.
 - The fused AdamW kernel is used where torch has one for the device (CPU and CUDA in torch 2.4+).
 """
 
@@ -46,7 +48,27 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
 
 
 def lr_at(step: int, total_steps: int, cfg: OptimConfig) -> float:
-    """Learning rate for optimiser step `step` (0-based) of a run planned for `total_steps` steps."""
+    """Learning rate for optimiser step `step` (0-based) of a run planned for `total_steps` steps,
+    or, with `cfg.follow_steps`, of the run it follows (at the step `cfg.follow_map` maps it to)."""
+    if cfg.follow_steps is not None:
+        return schedule_lr(followed_step(step, cfg.follow_map), cfg.follow_steps, cfg)
+    return schedule_lr(step, total_steps, cfg)
+
+
+def followed_step(step: int, knots: list[list[int]] | None) -> int:
+    """`step` mapped through piecewise-linear knots (held flat beyond the last); identity without knots."""
+    if not knots:
+        return step
+    if step <= knots[0][0]:
+        return knots[0][1]
+    for (s0, f0), (s1, f1) in zip(knots, knots[1:]):
+        if step <= s1:
+            return round(f0 + (f1 - f0) * (step - s0) / (s1 - s0))
+    return knots[-1][1]
+
+
+def schedule_lr(step: int, total_steps: int, cfg: OptimConfig) -> float:
+    """Linear warm-up, then the cosine down to the floor, over `total_steps` steps."""
     peak, floor = cfg.lr, cfg.lr * cfg.min_lr_ratio
     warmup = min(cfg.warmup_steps, max(total_steps - 1, 0))
     if step < warmup:
