@@ -1,5 +1,7 @@
-"""The compute-matched study: arms differ only in data and schedule, a tiny study runs end to end,
-a rerun retrains nothing, a changed config is refused, bad configs fail with their key."""
+"""The compute-matched study: arms differ only in data and schedule, a tiny study runs end to end
+(held-out stdlib and real code scored, curve points with the raw bytes seen), a rerun retrains
+nothing, a changed config is refused, bad configs fail with their key; the report pairs
+differences by seed and shows code sets, learning curves and wall times."""
 
 import json
 import shutil
@@ -32,8 +34,15 @@ train:
   pack: {{seq_len: 64, batch_size: 2}}
   optim: {{lr: 3.0e-3, warmup_steps: 2}}
   run: {{log_every: 1, peak_flops: 1.0e+11, plot: false, dtype: fp32}}
-eval: {{docs: 4, max_doc_bytes: 256, curve_points: 2, translate_docs: 2, translate_max_bytes: 24, stability_docs: 4}}
+eval: {{docs: 4, max_doc_bytes: 256, curve_points: 2, translate_docs: 2, translate_max_bytes: 24, stability_docs: 4,
+        code_sets: [humaneval, "mbpp:{mbpp}"], code_docs: 2}}
 """
+MBPP_ROWS = [  # MBPP's format: task numbers 11-510 are its test split, 1-10 its few-shot prompts
+    {"task_id": f"MBPP/{n}", "prompt": f'def {name}(xs):\n    """{doc}"""\n', "canonical_solution": f"    return {body}\n",
+     "test": f"def check(f):\n    assert f([1, 2]) == {value}\n", "entry_point": name}
+    for n, name, doc, body, value in [(3, "first", "The first item.", "xs[0]", 1), (11, "total", "Sum of the items.", "sum(xs)", 3),
+                                      (12, "largest", "The largest item.", "max(xs)", 2), (13, "count", "How many.", "len(xs)", 2)]
+]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -45,9 +54,17 @@ def corpus(tmp_path_factory):
     return write_stdlib_jsonl(tmp_path_factory.mktemp("corpus") / "docs.jsonl", files=60, chars=2000)
 
 
-def write_config(directory: Path, corpus: Path, arms=ARMS_UNDER_TEST) -> Path:
+@pytest.fixture(scope="module")
+def mbpp(tmp_path_factory):
+    """A four-problem MBPP file (one outside the test split)."""
+    path = tmp_path_factory.mktemp("mbpp") / "mbpp.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in MBPP_ROWS))
+    return path
+
+
+def write_config(directory: Path, corpus: Path, mbpp: Path, arms=ARMS_UNDER_TEST) -> Path:
     path = directory / "study.yaml"
-    path.write_text(STUDY.format(out=directory / "out", corpus=corpus, arms=", ".join(arms)))
+    path.write_text(STUDY.format(out=directory / "out", corpus=corpus, mbpp=mbpp, arms=", ".join(arms)))
     return path
 
 
@@ -123,8 +140,8 @@ def assert_raw_only_follows_the_proxy_lr_by_raw_bytes(out: Path) -> None:
     assert raw_only[-1]["lr"] == pytest.approx(proxy[-1]["lr"], rel=0.3)  # it ends annealed, as the proxy run does
 
 
-def test_a_tiny_study_runs_in_parts_and_a_rerun_redoes_nothing(tmp_path, corpus, monkeypatch, capsys):
-    config = write_config(tmp_path, corpus)
+def test_a_tiny_study_runs_in_parts_and_a_rerun_redoes_nothing(tmp_path, corpus, mbpp, monkeypatch, capsys):
+    config = write_config(tmp_path, corpus, mbpp)
     out = tmp_path / "out"
     assert main(["study", str(config), "--parts", "prepare,train"]) == 0
     assert all(trial_file(out, arm, "trained.json").is_file() for arm in ARMS_UNDER_TEST)
@@ -149,17 +166,30 @@ def test_a_tiny_study_runs_in_parts_and_a_rerun_redoes_nothing(tmp_path, corpus,
     small_bytes = results["bytes-raw-only-budget"]["train"]  # the byte baseline at raw-only's FLOPs
     assert raw_only["flops"] - small_bytes["flops"] / small_bytes["steps"] < small_bytes["flops"] <= raw_only["flops"]
     assert_raw_only_follows_the_proxy_lr_by_raw_bytes(out)
+    from proxylm.evaluate.tasks import load_tasks
+
+    programs = {"humaneval": load_tasks("humaneval", limit=2), "mbpp": load_tasks(f"mbpp:{mbpp}", limit=2)}
+    assert [p.task_id for p in programs["mbpp"]] == ["MBPP/11", "MBPP/12"]  # MBPP's test split
     for r in results.values():
         assert [p["step"] for p in r["curve"]][-1] == r["train"]["steps"] and r["bpb"] == r["curve"][-1]["bpb"]
         assert r["eval"]["raw_bytes"] == results["bytes"]["eval"]["raw_bytes"] > 0  # the same held-out bytes
         assert 0 < r["bpb"] < 16
+        seen = [p["raw_bytes"] for p in r["curve"]]  # raw bytes trained on by each curve point, from the checkpoints
+        assert seen == sorted(seen) and seen[-1] == r["train"]["raw_bytes"] and len(seen) == 2
+        for name, problems in programs.items():  # real code, whole reference programs, beside the held-out stdlib
+            scored = r["code"][name]
+            assert scored["documents"] == 2 and scored["raw_bytes"] == sum(len(p.reference.encode()) for p in problems)
+            assert 0 < scored["bpb"] < 16
+        assert r["eval_time_s"] > 0
 
     report = (out / "RESULTS.md").read_text()
     for arm in ARMS_UNDER_TEST:
         assert f"| {arm} |" in report
+    assert "| arm | seeds | stdlib BPB | HumanEval BPB | Δ bytes | MBPP BPB | Δ bytes |" in report
     summary = json.loads((out / "results.json").read_text())
     assert {row["arm"] for row in summary["rows"]} == set(ARMS_UNDER_TEST)
-    for name in ("bpb_vs_flops.png", "stability.png", "translation.png"):
+    assert {f["held_out"] for f in summary["findings"]} == {"stdlib", "humaneval", "mbpp"}
+    for name in ("bpb_vs_flops.png", "bpb_vs_raw_bytes.png", "stability.png", "translation.png"):
         assert (out / "figures" / name).read_bytes().startswith(PNG_MAGIC)
     stability = json.loads((out / "stability.json").read_text())
     assert [row["proxy"] for row in stability["rows"]] == ["bpe"]
@@ -181,12 +211,21 @@ def test_a_tiny_study_runs_in_parts_and_a_rerun_redoes_nothing(tmp_path, corpus,
     assert (out / "RESULTS.md").read_text() == report
     monkeypatch.undo()
 
-    # An evaluation that was lost is redone from the final checkpoint, without training again.
+    # An evaluation that was lost is redone from the final checkpoint and the cached scores of the
+    # pruned curve checkpoints, without training again.
     monkeypatch.setattr("proxylm.study.run.train_run", no_training)
     trial_file(out, "bytes", "result.json").unlink()
     assert main(["study", str(config), "arms=[bytes]", "--parts", "evaluate"]) == 0
     redone = json.loads(trial_file(out, "bytes", "result.json").read_text())
     assert redone["train"]["steps"] == results["bytes"]["train"]["steps"] and redone["bpb"] == results["bytes"]["bpb"]
+    assert redone["curve"] == results["bytes"]["curve"] and redone["code"] == results["bytes"]["code"]
+
+    # More code programs re-score the code sets at the final checkpoint and keep the scored curve.
+    monkeypatch.setattr("proxylm.study.run.score_point", lambda *a: pytest.fail("re-scored a curve point"))
+    assert main(["study", str(config), "arms=[bytes]", "eval.code_docs=3", "--parts", "evaluate"]) == 0
+    more = json.loads(trial_file(out, "bytes", "result.json").read_text())
+    assert more["curve"] == results["bytes"]["curve"] and more["code"]["humaneval"]["documents"] == 3
+    monkeypatch.undo()
 
     # A trial directory trained under another budget is refused, not silently mixed in.
     with pytest.raises(UserError, match=r"trials/micro/bytes/seed-0: trained under another config"):
@@ -194,8 +233,8 @@ def test_a_tiny_study_runs_in_parts_and_a_rerun_redoes_nothing(tmp_path, corpus,
                                                    "sizes=[{name: micro, preset: small, model: {dim: 32, n_layers: 1, n_heads: 2}, flops: 4.0e+8}]"]))
 
 
-def test_kept_results_let_a_fresh_checkout_skip_finished_trials_and_rebuild_the_report(tmp_path, corpus, monkeypatch):
-    config = write_config(tmp_path, corpus, arms=["bytes"])
+def test_kept_results_let_a_fresh_checkout_skip_finished_trials_and_rebuild_the_report(tmp_path, corpus, mbpp, monkeypatch):
+    config = write_config(tmp_path, corpus, mbpp, arms=["bytes"])
     kept = tmp_path / "kept"
     overrides = [f"results_dir={kept}", "parts=[prepare, train, evaluate, stability, report]"]
     study.run_study(load_study_config(config, overrides))
@@ -226,12 +265,21 @@ def test_kept_results_let_a_fresh_checkout_skip_finished_trials_and_rebuild_the_
         ("compressors.neural=neural:model=x.pt", r"leave out model="),
         ("only_sizes=[base]", r"no size named 'base'"),
         ("parts=[train, score]", r"'parts\[1\]' must be one of"),
+        ("eval.code_sets=[humaneval, mbppp]", r"'eval.code_sets\[1\]' must be humaneval or mbpp"),
+        ("eval.code_sets=[mbpp, mbpp:other.jsonl]", r"each benchmark at most once"),
+        ("eval.code_docs=0", r"eval.code_docs must be >= 1"),
     ],
 )
 def test_bad_study_configs_name_the_key(override, message):
     overrides = [override] if override.startswith("sizes") else ["sizes=[{preset: tiny, flops: 1.0e+12}]", override]
     with pytest.raises(ConfigError, match=message):
         load_study_config(None, overrides)
+
+
+def test_a_missing_code_set_file_names_the_setting(tmp_path):
+    cfg = load_study_config(None, ["sizes=[{preset: tiny, flops: 1.0e+12}]", f"eval.code_sets=[humaneval, 'mbpp:{tmp_path}/none.jsonl']"])
+    with pytest.raises(UserError, match=r"eval.code_sets: 'mbpp:.*none.jsonl': task file not found"):
+        study.run.code_documents(cfg)
 
 
 def test_the_cli_reports_config_errors_as_one_line(tmp_path, capsys):
@@ -256,19 +304,108 @@ def test_trials_run_whole_seeds_in_order_with_extra_seeds_for_some_arms():
         load_study_config(None, ["sizes=[{preset: tiny, flops: 1.0e+12, extra_seeds: {proxy: [1]}}]"])
 
 
-def test_findings_call_a_difference_only_when_it_exceeds_the_seed_spread():
-    from proxylm.study.report import Row, compute_findings
+def hand_row(arm, bpb_by_seed, code=None):
+    """A row built by hand: seed -> held-out BPB, and optionally seed -> {code set: BPB}."""
+    from proxylm.study.report import Row
 
-    def row(arm, bpbs):
-        return Row("tiny", arm, [{"seed": s, "bpb": b, "params": 1e6} for s, b in enumerate(bpbs)])
+    return Row("tiny", arm, [{"seed": s, "bpb": b, "params": 1e6, "code": {name: {"bpb": v} for name, v in (code or {}).get(s, {}).items()}}
+                             for s, b in bpb_by_seed.items()])
 
-    def verdict_of(rows, paper_words):
-        return next(f["verdict"] for f in compute_findings(rows, None) if paper_words in f["paper"])
 
-    clear = [row(Arm.BYTES, [4.0, 4.01, 3.99]), row(Arm.PROXY_BPE, [4.5, 4.51, 4.49]), row(Arm.RAW_ONLY, [4.2, 4.21, 4.19])]
+def verdict_of(rows, paper_words, held_out="stdlib"):
+    from proxylm.study.report import compute_findings
+
+    return next(f["verdict"] for f in compute_findings(rows, None) if paper_words in f["paper"] and f["held_out"] == held_out)
+
+
+def test_findings_call_a_difference_only_when_it_exceeds_the_paired_seed_spread():
+    clear = [hand_row(Arm.BYTES, {0: 4.0, 1: 4.01, 2: 3.99}), hand_row(Arm.PROXY_BPE, {0: 4.5, 1: 4.51, 2: 4.49}),
+             hand_row(Arm.RAW_ONLY, {0: 4.2, 1: 4.21, 2: 4.19})]
     assert verdict_of(clear, "proxies below bytes") == "holds"  # the paper: small proxy models lose to bytes
     assert verdict_of(clear, "transfer") == "does not hold"  # raw-only is better here, not worse
-    noisy = [row(Arm.BYTES, [4.0, 4.6, 3.4]), row(Arm.PROXY_BPE, [4.1, 4.7, 3.5])]
+    noisy = [hand_row(Arm.BYTES, {0: 4.0, 1: 4.6, 2: 3.4}), hand_row(Arm.PROXY_BPE, {0: 4.5, 1: 4.1, 2: 3.5})]  # d = +0.5, -0.5, +0.1
     assert verdict_of(noisy, "proxies below bytes").startswith("not resolved")
-    single = [row(Arm.BYTES, [4.0]), row(Arm.PROXY_BPE, [4.1])]
-    assert verdict_of(single, "proxies below bytes") == "agrees, one seed"
+    single = [hand_row(Arm.BYTES, {0: 4.0, 1: 4.2}), hand_row(Arm.PROXY_BPE, {1: 4.5, 2: 4.4})]  # seed 1 in common
+    assert verdict_of(single, "proxies below bytes") == "agrees, one common seed: no spread measured"
+    apart = [hand_row(Arm.BYTES, {0: 4.0}), hand_row(Arm.PROXY_BPE, {1: 4.5})]
+    assert verdict_of(apart, "proxies below bytes") == "not compared (no seed in common)"
+
+
+def test_differences_are_paired_by_seed_so_a_shared_seed_spread_cancels():
+    import math
+    import statistics
+
+    from proxylm.study.report import compute_findings, paired_difference
+
+    # Seeds move both arms together (4.0, 4.6, 3.4): unpaired, that spread would swamp the 0.1 gap.
+    bytes_row = hand_row(Arm.BYTES, {0: 4.0, 1: 4.6, 2: 3.4})
+    proxy_row = hand_row(Arm.PROXY_BPE, {0: 4.1, 1: 4.71, 2: 3.49, 3: 9.0})  # seed 3 has no bytes partner
+    d = paired_difference(proxy_row, bytes_row)
+    per_seed = [0.1, 0.11, 0.09]
+    assert d.seeds == [0, 1, 2] and d.n == 3
+    assert d.mean == pytest.approx(statistics.fmean(per_seed))
+    assert d.se == pytest.approx(statistics.stdev(per_seed) / math.sqrt(3))
+    unpaired = math.sqrt(statistics.variance([4.1, 4.71, 3.49]) / 3 + statistics.variance([4.0, 4.6, 3.4]) / 3)
+    assert abs(d.mean) < 2 * unpaired and d.resolved
+    finding = next(f for f in compute_findings([bytes_row, proxy_row], None) if "proxies below bytes" in f["paper"])
+    assert finding["verdict"] == "holds"
+    assert finding["measured"] == f"proxy-bpe {statistics.fmean([4.1, 4.71, 3.49]):.4f} vs bytes 4.0000: +0.1000 ± {d.se:.4f} BPB (paired, n=3)"
+
+
+def test_findings_cover_each_code_set_beside_the_held_out_documents():
+    code_bytes = {s: {"humaneval": 3.0 + 0.01 * s, "mbpp": 3.2} for s in range(3)}
+    code_proxy = {s: {"humaneval": 2.5 + 0.01 * s, "mbpp": 3.2 + 0.1 * (s - 1)} for s in range(3)}
+    rows = [hand_row(Arm.BYTES, {0: 4.0, 1: 4.01, 2: 3.99}, code_bytes), hand_row(Arm.PROXY_BPE, {0: 4.5, 1: 4.51, 2: 4.49}, code_proxy)]
+    assert verdict_of(rows, "proxies below bytes") == "holds"
+    assert verdict_of(rows, "proxies below bytes", "humaneval") == "does not hold"  # the proxy is better on HumanEval here
+    assert verdict_of(rows, "proxies below bytes", "mbpp").startswith("not resolved")
+
+
+def hand_result(arm: str, seed: int, bpb: float, wall_s: float) -> dict:
+    """A result.json as the evaluate part writes it, with a two-point curve."""
+    return {
+        "trial": f"micro/{arm}/seed-{seed}", "size": "micro", "preset": "small", "arm": arm, "seed": seed, "bpb": bpb,
+        "params": 1e5, "eval": {"documents": 4, "raw_bytes": 1000},
+        "train": {"steps": 10, "flops": 1e9, "symbols": 1280, "raw_bytes": 1200 + seed, "train_time_s": wall_s - 1, "wall_s": wall_s},
+        "curve": [{"step": 5, "flops": 5e8, "raw_bytes": 600 + seed, "bpb": bpb + 1.0}, {"step": 10, "flops": 1e9, "raw_bytes": 1200 + seed, "bpb": bpb}],
+        "code": {"humaneval": {"bpb": bpb - 0.5, "documents": 2, "raw_bytes": 1525}, "mbpp": {"bpb": bpb - 0.25, "documents": 2, "raw_bytes": 126}},
+        "translation": None, "eval_time_s": 7.0 + 2 * seed,
+    }
+
+
+def test_the_report_shows_code_sets_learning_curves_against_raw_bytes_and_wall_times(tmp_path):
+    from proxylm.io import atomic_write_json
+    from proxylm.study.report import write_report
+
+    cfg = load_study_config(None, [f"out={tmp_path}", "arms=[bytes, proxy-bpe, raw-only]", "seeds=[0, 1]", "parts=[report]",
+                                   "sizes=[{name: micro, preset: small, flops: 1.0e+9}]"])
+    for arm, bpb, wall_s in (("bytes", 4.0, 120.0), ("proxy-bpe", 4.5, 150.0), ("raw-only", 4.7, 60.0)):
+        for seed in (0, 1):
+            atomic_write_json(tmp_path / f"trials/micro/{arm}/seed-{seed}/result.json", hand_result(arm, seed, bpb + 0.1 * seed, wall_s + 2 * seed))
+    summary = write_report(cfg)
+    report = (tmp_path / "RESULTS.md").read_text()
+
+    bytes_line = next(line for line in report.splitlines() if line.startswith("| bytes | raw bytes only"))
+    assert bytes_line.endswith("| 121 | 8 |")  # train wall s and eval s, means over the two seeds
+    assert "| proxy-bpe | 2 | 4.5500 ± 0.0707 | 4.0500 ± 0.0707 | +0.5000 ± 0.0000 (paired, n=2) |" in report
+    assert "HumanEval (2 programs, 1,525 bytes), MBPP (2 programs, 126 bytes)" in report
+    assert "| raw-only | 2 | 10 | 1e+09 | 1,200 | 4.7500 |" in report  # the learning-curve table, seeds averaged
+    proxy = next(row for row in summary["rows"] if row["arm"] == "proxy-bpe")
+    assert [p["raw_bytes"] for p in proxy["curve"]] == [600.5, 1200.5]
+    assert proxy["code"]["humaneval"]["bpb_mean"] == pytest.approx(4.05)
+    assert (tmp_path / "figures/bpb_vs_raw_bytes.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_curve_points_cached_before_they_carried_counters_take_raw_bytes_from_the_metrics_log(tmp_path):
+    from proxylm.io import atomic_write_json
+    from proxylm.study.run import curve_point, score_curve
+
+    cache, run_dir = tmp_path / "cache", tmp_path / "run"
+    atomic_write_json(cache / "step-5.json", {"bpb": 5.0, "params": 10})  # an older cache entry: no counters
+    atomic_write_json(cache / "step-10.json", {"bpb": 4.0, "params": 10, "counters": {"step": 10, "flops": 2e9, "raw_bytes": 900}})
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "flops": s * 2e8, "raw_bytes": s * 90}) + "\n" for s in (4, 5, 6)))
+    trained = {"run_dir": str(run_dir), "steps": 10, "flops": 2e9}
+    points = score_curve(None, cache, {10: tmp_path / "final"}, trained, [])  # both steps cached: nothing is scored
+    assert [curve_point(p, trained) for p in points] == [
+        {"step": 5, "flops": 1e9, "raw_bytes": 450, "bpb": 5.0}, {"step": 10, "flops": 2e9, "raw_bytes": 900, "bpb": 4.0}]

@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(summary['trials'])} trial results; report: {cfg.out}/RESULTS.md" + (f" and {cfg.report_md}" if cfg.report_md else ""))
         for row in summary["rows"]:
             spread = f" ± {row['bpb_std']:.4f}" if row["bpb_std"] is not None else ""
-            print(f"  {row['size']:>8} {row['arm']:<26} bpb {row['bpb_mean']:.4f}{spread}  ({len(row['seeds'])} seeds, {row['flops']:.3g} FLOPs)",
+            code = "".join(f", {name} {scores['bpb_mean']:.4f}" for name, scores in row["code"].items())
+            print(f"  {row['size']:>8} {row['arm']:<26} bpb {row['bpb_mean']:.4f}{spread}{code}  ({len(row['seeds'])} seeds, {row['flops']:.3g} FLOPs)",
                   file=sys.stdout)
     return 0

@@ -1,5 +1,6 @@
 """The compute-matched study (`proxylm study`): every arm trained with the same budget, shape and
-seed, and evaluated on the same held-out raw bytes.
+seed, and evaluated on the same held-out raw bytes (the corpus's held-out documents and the
+HumanEval / MBPP reference programs).
 
     cfg = load_study_config("configs/study-cpu.yaml", ["arms=[bytes,proxy-bpe,raw-only]"])
     run_study(cfg)   # prepare -> train -> evaluate every (size, arm, seed) -> stability -> report

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from proxylm.config import ConfigError, from_dict, parse_override, read_yaml, set_dotted
+from proxylm.errors import UserError
+from proxylm.evaluate.tasks import TaskSpec
 from proxylm.train.config import ModelSection, TrainConfig
 
 
@@ -203,6 +205,12 @@ class EvalSection:
     """Documents in the stability probe."""
     batch_size: int = 8
     """Windows per forward pass."""
+    code_sets: list[str] = field(default_factory=lambda: ["humaneval", "mbpp"])
+    """Real-code held-out sets, scored whole at each trial's final checkpoint: the reference programs
+    (prompt + canonical solution) of `humaneval` and of `mbpp` (its test split), either also as
+    NAME:PATH for a HumanEval-format JSONL (proxylm.evaluate.tasks); [] for none."""
+    code_docs: int | None = None
+    """Only the first this-many programs of each code set; None: all (HumanEval 164, MBPP 500)."""
 
     def __post_init__(self) -> None:
         for name in ("docs", "max_doc_bytes", "curve_points", "translate_docs", "translate_max_bytes", "stability_docs", "batch_size"):
@@ -210,6 +218,19 @@ class EvalSection:
                 raise ConfigError(f"eval.{name} must be >= 1, got {getattr(self, name)}")
         if self.max_doc_bytes < 16:
             raise ConfigError(f"eval.max_doc_bytes must be >= 16, got {self.max_doc_bytes}")
+        if self.code_docs is not None and self.code_docs < 1:
+            raise ConfigError(f"eval.code_docs must be >= 1 or null, got {self.code_docs}")
+        names = [code_set_name(spec, f"eval.code_sets[{i}]") for i, spec in enumerate(self.code_sets)]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"eval.code_sets: each benchmark at most once, got {self.code_sets}")
+
+
+def code_set_name(spec: str, key: str = "eval.code_sets") -> str:
+    """The benchmark a code-set spec (`humaneval`, `mbpp`, either with `:PATH`) names: its key in results."""
+    try:
+        return TaskSpec.parse(spec).benchmark.value
+    except UserError:
+        raise ConfigError(f"'{key}' must be humaneval or mbpp (optionally NAME:PATH), got {spec!r}") from None
 
 
 def _all_arms() -> list[Arm]:

@@ -6,14 +6,24 @@ trial results exist.
 Design choices:
 - Only measured numbers: every figure comes from a trial's result.json or stability.json; a
   missing trial is a missing row, and the report says how many seeds each row holds.
-- Seeds are summarised as mean, sample standard deviation and range. A difference between two
-  arms is called resolved when it exceeds twice its standard error (sqrt(s_a^2/n_a + s_b^2/n_b));
-  with one seed per arm no spread is measured and the report says so instead of a verdict.
+- Held-out sets: the corpus's held-out documents (`stdlib` in tables, scored at every curve
+  point) and, where evaluated, real code (the HumanEval and MBPP reference programs, scored at
+  the final checkpoint). Every table and finding covers each set the results hold.
+- Seeds are summarised as mean, sample standard deviation and range. Arms share each seed's data
+  order and initial weights, so two arms are compared paired: over the seeds both have,
+  d_s = BPB_a(s) - BPB_b(s), reported as mean(d) ± sd(d)/sqrt(n) with n. A difference is called
+  resolved when |mean(d)| exceeds twice that standard error; with fewer than two common seeds no
+  spread is measured and the report says so instead of a verdict.
 - Findings compare this study with the paper's claims (DESIGN.md sections 1, 3, 4): proxy vs
   bytes and its trend with size, transfer (raw-only minus proxy-bpe), gzip, pairing, ids vs
   ids-as-bytes, the stability order. Each says what was measured and whether the claim holds.
-- Plots: raw BPB against training FLOPs for every arm and size on one chart (each trial's curve
-  checkpoints, seeds averaged), final BPB against model size, stability bars, translation bars.
+- Learning curves: held-out BPB at each curve checkpoint against training FLOPs and against the
+  raw bytes trained on by then (seeds averaged point by point), as plots and, for bytes,
+  proxy-bpe and raw-only, a table.
+- Cost: each row's training wall time and evaluation time (the scoring time of every curve
+  point, code set and probe, cached scores included).
+- Plots: raw BPB against training FLOPs and against raw bytes seen, for every arm and size
+  (seeds averaged), final BPB against model size, stability bars, translation bars.
 """
 
 from __future__ import annotations
@@ -46,14 +56,11 @@ class Row:
         return len(self.results)
 
     def values(self, *path: str) -> list[float]:
-        out = []
-        for r in self.results:
-            value: Any = r
-            for key in path:
-                value = None if value is None else value.get(key)
-            if value is not None:
-                out.append(float(value))
-        return out
+        return list(self.by_seed(*path).values())
+
+    def by_seed(self, *path: str) -> dict[int, float]:
+        """seed -> the value at `path`, for the seeds whose result has one."""
+        return {r["seed"]: float(value) for r in self.results if (value := dig(r, path)) is not None}
 
     def mean(self, *path: str) -> float | None:
         values = self.values(*path)
@@ -68,20 +75,71 @@ class Row:
         return self.mean("bpb")
 
     @property
+    def train_wall_s(self) -> float | None:
+        """Mean training wall time per seed (the whole training call; time in steps for older results)."""
+        return mean_of([r["train"].get("wall_s") or r["train"].get("train_time_s") for r in self.results])
+
+    @property
+    def eval_s(self) -> float | None:
+        """Mean evaluation time per seed."""
+        return mean_of([r.get("eval_time_s") or r.get("eval_wall_s") for r in self.results])
+
+    @property
     def params(self) -> float | None:
         return self.mean("params")
 
+    def code_sets(self) -> list[str]:
+        """The real-code sets any of this row's results was scored on."""
+        return list(dict.fromkeys(name for r in self.results for name in r.get("code") or {}))
+
     def summary(self) -> dict[str, Any]:
         bpbs = self.values("bpb")
+        curve = mean_curve(self)
         return {
             "size": self.size, "arm": self.arm.value, "seeds": sorted(r["seed"] for r in self.results),
             "bpb_mean": self.bpb, "bpb_std": self.std("bpb"), "bpb_min": min(bpbs), "bpb_max": max(bpbs),
+            "code": {name: {"bpb_mean": self.mean(*bpb_path(name)), "bpb_std": self.std(*bpb_path(name)),
+                            "documents": self.mean("code", name, "documents"), "raw_bytes": self.mean("code", name, "raw_bytes")}
+                     for name in self.code_sets()},
             "steps": self.mean("train", "steps"), "flops": self.mean("train", "flops"),
             "symbols": self.mean("train", "symbols"), "raw_bytes": self.mean("train", "raw_bytes"),
-            "train_time_s": self.mean("train", "train_time_s"), "params": self.params,
+            "train_time_s": self.mean("train", "train_time_s"), "train_wall_s": self.train_wall_s, "eval_s": self.eval_s,
+            "params": self.params,
+            "curve": [{"step": step, "flops": flops, "raw_bytes": raw, "bpb": bpb}
+                      for step, flops, raw, bpb in zip(curve.steps, curve.flops, curve.raw_bytes, curve.bpb)],
             "translation_byte_accuracy": self.mean("translation", "byte_accuracy"),
             "translation_exact_match": self.mean("translation", "exact_match"),
         }
+
+
+STDLIB = "stdlib"  # the corpus's held-out documents, in tables and findings
+CODE_SET_TITLES = {"humaneval": "HumanEval", "mbpp": "MBPP"}
+
+
+def dig(record: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = record
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def mean_of(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.fmean(present) if present else None
+
+
+def bpb_path(held_out: str) -> tuple[str, ...]:
+    """Where a result holds its BPB on a held-out set (STDLIB or a code set's name)."""
+    return ("bpb",) if held_out == STDLIB else ("code", held_out, "bpb")
+
+
+def title(held_out: str) -> str:
+    return CODE_SET_TITLES.get(held_out, held_out)
+
+
+def held_out_sets(rows: list[Row]) -> list[str]:
+    """STDLIB, then every code set some result was scored on."""
+    return [STDLIB, *dict.fromkeys(name for row in rows for name in row.code_sets())]
 
 
 def load_results(cfg: StudyConfig) -> list[dict[str, Any]]:
@@ -129,56 +187,97 @@ def write_report(cfg: StudyConfig) -> dict[str, Any]:
 # ---- findings ------------------------------------------------------------------------------------
 
 
-def difference(a: Row, b: Row) -> tuple[float, float | None]:
-    """mean(a) - mean(b) and its standard error (None unless both have two or more seeds)."""
-    diff = a.bpb - b.bpb
-    sa, sb = a.std("bpb"), b.std("bpb")
-    if sa is None or sb is None:
-        return diff, None
-    return diff, math.sqrt(sa**2 / a.n + sb**2 / b.n)
+@dataclass(frozen=True)
+class Difference:
+    """BPB(a) - BPB(b) paired by seed: arms share each seed's data order and initial weights, so
+    the seed-to-seed spread both rows share cancels in d_s = BPB_a(s) - BPB_b(s)."""
+
+    seeds: list[int]  # the seeds both rows have
+    mean_a: float | None  # a's mean over those seeds
+    mean_b: float | None
+    mean: float | None  # mean of d_s; None without a common seed
+    se: float | None  # sd(d) / sqrt(n); None under two common seeds
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def resolved(self) -> bool:
+        return self.se is not None and abs(self.mean) > 2 * self.se
+
+    def text(self, unit: str = "") -> str:
+        """'+0.0123 ± 0.0040 (paired, n=3)', or what is missing."""
+        if self.mean is None:
+            return "no seed in common"
+        spread = f" ± {self.se:.4f}{unit} (paired, n={self.n})" if self.se is not None else f"{unit} (one common seed)"
+        return f"{self.mean:+.4f}{spread}"
 
 
-def verdict(diff: float, se: float | None, expected_sign: int) -> str:
-    """'holds', 'does not hold' or why not decided, for a claim that diff has `expected_sign`."""
-    agrees = diff * expected_sign > 0
-    if se is None:
-        return "agrees, one seed" if agrees else "disagrees, one seed"
-    if abs(diff) <= 2 * se:
+def paired_difference(a: Row, b: Row, held_out: str = STDLIB) -> Difference:
+    """a minus b on `held_out`, over the seeds both rows have a score for."""
+    va, vb = a.by_seed(*bpb_path(held_out)), b.by_seed(*bpb_path(held_out))
+    seeds = sorted(set(va) & set(vb))
+    if not seeds:
+        return Difference([], None, None, None, None)
+    d = [va[s] - vb[s] for s in seeds]
+    se = statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else None
+    return Difference(seeds, statistics.fmean(va[s] for s in seeds), statistics.fmean(vb[s] for s in seeds), statistics.fmean(d), se)
+
+
+def verdict(d: Difference, expected_sign: int) -> str:
+    """'holds', 'does not hold' or why not decided, for a claim that the difference has `expected_sign`."""
+    if d.mean is None:
+        return "not compared (no seed in common)"
+    agrees = d.mean * expected_sign > 0
+    if d.se is None:
+        return ("agrees" if agrees else "disagrees") + ", one common seed: no spread measured"
+    if not d.resolved:
         return "not resolved (within 2 standard errors)"
     return "holds" if agrees else "does not hold"
 
 
-def measured_only(diff: float, se: float | None) -> str:
+def measured_only(d: Difference) -> str:
     """For a comparison the paper gives no figure for: which arm is better, and whether that is resolved."""
-    better = "first better" if diff < 0 else "second better"
-    if se is None:
-        return f"{better}, one seed"
-    return f"{better}, resolved" if abs(diff) > 2 * se else "not resolved (within 2 standard errors)"
+    if d.mean is None:
+        return "not compared (no seed in common)"
+    better = "first better" if d.mean < 0 else "second better"
+    if d.se is None:
+        return f"{better}, one common seed: no spread measured"
+    return f"{better}, resolved" if d.resolved else "not resolved (within 2 standard errors)"
 
 
-def compare_text(a: Row, b: Row) -> str:
-    diff, se = difference(a, b)
-    spread = f" ± {se:.4f}" if se is not None else ""
-    return f"{a.arm.value} {a.bpb:.4f} vs {b.arm.value} {b.bpb:.4f}: {diff:+.4f}{spread} BPB"
+def compare_text(a: Row, b: Row, d: Difference) -> str:
+    if d.mean is None:
+        return f"{a.arm.value} seeds {sorted(a.by_seed('bpb'))} vs {b.arm.value} seeds {sorted(b.by_seed('bpb'))}: no seed in common"
+    return f"{a.arm.value} {d.mean_a:.4f} vs {b.arm.value} {d.mean_b:.4f}: {d.text(' BPB')}"
 
 
 def compute_findings(rows: list[Row], stability: dict[str, Any] | None) -> list[dict[str, str]]:
     table = {(row.size, row.arm): row for row in rows}
     sizes = list(dict.fromkeys(row.size for row in rows))
+    sets = held_out_sets(rows)
     found: list[dict[str, str]] = []
 
     def claim(a: Arm, b: Arm, paper: str, expected_sign: int | None) -> None:
         """Paper says BPB(a) - BPB(b) has `expected_sign` (negative: a is better); None: no published figure."""
         for size in sizes:
-            if (size, a) in table and (size, b) in table:
-                x, y = table[(size, a)], table[(size, b)]
-                diff, se = difference(x, y)
-                judged = verdict(diff, se, expected_sign) if expected_sign else measured_only(diff, se)
-                found.append({"paper": paper, "size": size, "measured": compare_text(x, y), "verdict": judged})
+            if (size, a) not in table or (size, b) not in table:
+                continue
+            x, y = table[(size, a)], table[(size, b)]
+            for held_out in sets:
+                if not x.values(*bpb_path(held_out)) or not y.values(*bpb_path(held_out)):
+                    continue
+                d = paired_difference(x, y, held_out)
+                judged = verdict(d, expected_sign) if expected_sign else measured_only(d)
+                found.append({"paper": paper, "size": size, "held_out": held_out, "measured": compare_text(x, y, d), "verdict": judged})
 
     claim(Arm.PROXY_BPE, Arm.BYTES, "small models: proxies below bytes at 0.5B (they beat bytes from 1.5B up)", +1)
     claim(Arm.TOKEN_BPE, Arm.BYTES, "the tokenizer model beats the byte model (the paper: at a fixed symbol budget; here FLOP-matched)", -1)
     claim(Arm.RAW_ONLY, Arm.PROXY_BPE, "compressed views transfer to raw bytes: raw-only is worse than proxy-bpe", +1)
+    claim(Arm.BYTES_RAW_ONLY_BUDGET, Arm.PROXY_BPE,
+          "compressed views transfer: proxy-bpe beats a byte model given raw-only's compute (the paper's control is raw-only alone)", +1)
+    claim(Arm.RAW_ONLY, Arm.BYTES_RAW_ONLY_BUDGET, "raw-only vs bytes at the same FLOPs (its documents and lr, not its compute): no published figure", None)
     claim(Arm.PROXY_GZIP, Arm.BYTES, "gzip never transfers: below the byte baseline at every rate", +1)
     claim(Arm.PROXY_BPE_BYTES, Arm.PROXY_BPE, "BPE ids beat BPE ids written as bytes", +1)
     claim(Arm.NO_PAIRING, Arm.PROXY_BPE, "warm-up-only pairing beats no pairing (1.5B: 20.7 vs 17.0 pass@1)", +1)
@@ -187,17 +286,20 @@ def compute_findings(rows: list[Row], stability: dict[str, Any] | None) -> list[
     claim(Arm.PROXY_NEURAL, Arm.PROXY_BPE, "neural vs tokenizer proxy: no consistent order across sizes", None)
     claim(Arm.PROXY_BPE_P05, Arm.PROXY_BPE, "compressed rate 0.5 vs 0.9: no published rate sweep", None)
     claim(Arm.PROXY_BPE_COOLDOWN, Arm.PROXY_BPE, "raw cool-down (p to 0 over the last 30%): the decay phase is unused in the paper", None)
-    found.extend(scale_trend(table, sizes))
+    for held_out in sets:
+        found.extend(scale_trend(table, sizes, held_out))
     if stability and len({r["proxy"] for r in stability.get("rows", [])} & {"bpe", "neural", "gzip"}) > 1:
         found.append(stability_finding(stability))
     return found
 
 
-def scale_trend(table: dict[tuple[str, Arm], Row], sizes: list[str]) -> list[dict[str, str]]:
+def scale_trend(table: dict[tuple[str, Arm], Row], sizes: list[str], held_out: str = STDLIB) -> list[dict[str, str]]:
     """Does the proxy-bpe minus bytes gap shrink as the model grows, and is that the proxy getting
     better rather than the byte baseline getting worse (an undertrained larger model)?"""
-    points = sorted((table[(s, Arm.BYTES)].params or 0.0, s, table[(s, Arm.PROXY_BPE)].bpb, table[(s, Arm.BYTES)].bpb)
+    path = bpb_path(held_out)
+    points = sorted((table[(s, Arm.BYTES)].params or 0.0, s, table[(s, Arm.PROXY_BPE)].mean(*path), table[(s, Arm.BYTES)].mean(*path))
                     for s in sizes if (s, Arm.PROXY_BPE) in table and (s, Arm.BYTES) in table)
+    points = [p for p in points if p[2] is not None and p[3] is not None]
     if len(points) < 2:
         return []
     gaps = [proxy - byte for _, _, proxy, byte in points]
@@ -210,7 +312,7 @@ def scale_trend(table: dict[tuple[str, Arm], Row], sizes: list[str]) -> list[dic
         judged = "agrees (the gap shrinks with size while both arms improve)"
     else:
         judged = "gap shrinks, but partly because the byte baseline gets no better with size at this budget (undertrained larger models)"
-    return [{"paper": "the proxy's advantage over bytes grows with model size", "size": "all",
+    return [{"paper": "the proxy's advantage over bytes grows with model size", "size": "all", "held_out": held_out,
              "measured": f"proxy-bpe vs bytes by size, small to large: {by_size}", "verdict": judged}]
 
 
@@ -219,7 +321,7 @@ def stability_finding(stability: dict[str, Any]) -> dict[str, str]:
     order = [p for p in ("bpe", "neural", "gzip") if p in distance]
     measured = ", ".join(f"{p} {distance[p]:.3f}" for p in sorted(distance, key=distance.get))
     agrees = all(distance[a] < distance[b] for a, b in zip(order, order[1:]))
-    return {"paper": "stability: tokenizer most stable, neural next, gzip least", "size": "-",
+    return {"paper": "stability: tokenizer most stable, neural next, gzip least", "size": "-", "held_out": "-",
             "measured": f"normalised Levenshtein (lower = more stable): {measured}",
             "verdict": ("agrees" if agrees else "disagrees") + f" (order of {', '.join(order)})"}
 
@@ -240,14 +342,18 @@ def markdown(cfg: StudyConfig, rows: list[Row], stability: dict[str, Any] | None
     lines += scope_lines(rows)
     lines += setup_lines(cfg, rows)
     lines += bpb_lines(rows)
+    lines += code_lines(rows)
+    lines += curve_lines(rows)
     if findings:
         lines += ["## Findings against the paper", "",
                   "The paper's claims are about pass@1 on HumanEval+ / MBPP+ of 0.5B-14B models trained on 100B symbols; "
-                  "here the measure is held-out raw BPB at the sizes and budgets above, so a verdict says whether the same "
-                  "ordering shows at this scale. A difference is resolved when it exceeds two standard errors over seeds; "
-                  "with one seed per arm no spread is measured.", "",
-                  "| paper | size | measured here | verdict |", "|---|---|---|---|"]
-        lines += [f"| {f['paper']} | {f['size']} | {f['measured']} | {f['verdict']} |" for f in findings]
+                  "here the measure is raw BPB on each held-out set at the sizes and budgets above, so a verdict says whether "
+                  "the same ordering shows at this scale. Differences are paired by seed (the arms share each seed's data "
+                  "order): mean of BPB_a(s) - BPB_b(s) over the seeds both arms have ± its standard error sd/sqrt(n). "
+                  "A difference is resolved when it exceeds two standard errors; with fewer than two common seeds no "
+                  "spread is measured.", "",
+                  "| paper | size | held out | measured here | verdict |", "|---|---|---|---|---|"]
+        lines += [f"| {f['paper']} | {f['size']} | {title(f['held_out'])} | {f['measured']} | {f['verdict']} |" for f in findings]
         lines.append("")
     lines += translation_lines(rows)
     lines += stability_lines(stability)
@@ -272,8 +378,8 @@ def status_lines(cfg: StudyConfig, rows: list[Row]) -> list[str]:
     done = {r["trial"] for row in rows for r in row.results}
     planned = [t.key for t in trials(dataclasses.replace(cfg, only_sizes=None))]
     missing = [key for key in planned if key not in done]
-    train_s = sum(r["train"].get("wall_s") or r["train"]["train_time_s"] for row in rows for r in row.results)
-    eval_s = sum(r.get("eval_wall_s") or 0.0 for row in rows for r in row.results)
+    train_s = sum(row.train_wall_s * row.n for row in rows if row.train_wall_s)
+    eval_s = sum(row.eval_s * row.n for row in rows if row.eval_s)
     status = "complete" if not missing else f"partial: {len(planned) - len(missing)} of {len(planned)} configured trials evaluated"
     lines = [f"Status: {status}. Wall time of the evaluated trials: {train_s / 3600:.2f} h training, {eval_s / 3600:.2f} h evaluation.", ""]
     if missing:
@@ -348,21 +454,81 @@ def machine() -> str:
 def bpb_lines(rows: list[Row]) -> list[str]:
     lines = ["## Raw bits per byte on the held-out documents", "",
              "BPB mean ± sample std over seeds [min, max]; Δ bytes is the difference to the byte baseline of the same size "
-             "(negative: better). Train FLOPs are the trainer's count (6N + attention per position).", ""]
+             "(negative: better), paired by seed, ± its standard error. Train FLOPs are the trainer's count (6N + attention "
+             "per position). Wall times are per seed: training (the whole training call) and evaluation (scoring every "
+             "curve point, code set and probe).", ""]
     for size in dict.fromkeys(row.size for row in rows):
         size_rows = [row for row in rows if row.size == size]
         bytes_row = next((row for row in size_rows if row.arm is Arm.BYTES), None)
         lines += [f"### {size}", "",
-                  "| arm | what | seeds | steps | train FLOPs | positions | raw bytes in raw views | BPB | Δ bytes | train s/seed |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| arm | what | seeds | steps | train FLOPs | positions | raw bytes in raw views | BPB | Δ bytes | train wall s | eval s |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for row in size_rows:
             s = row.summary()
             std = f" ± {s['bpb_std']:.4f}" if s["bpb_std"] is not None else ""
-            delta = fmt(row.bpb - bytes_row.bpb, "+.4f") if bytes_row and row is not bytes_row else "–"
             lines.append(
                 f"| {row.arm.value} | {ARMS[row.arm].about} | {row.n} | {s['steps']:.0f} | {s['flops']:.3g} | {s['symbols']:,.0f} | "
-                f"{s['raw_bytes']:,.0f} | {s['bpb_mean']:.4f}{std} [{s['bpb_min']:.4f}, {s['bpb_max']:.4f}] | {delta} | {s['train_time_s']:.0f} |"
+                f"{s['raw_bytes']:,.0f} | {s['bpb_mean']:.4f}{std} [{s['bpb_min']:.4f}, {s['bpb_max']:.4f}] | "
+                f"{delta_to_bytes(row, bytes_row, STDLIB)} | {fmt(row.train_wall_s, '.0f')} | {fmt(row.eval_s, '.0f')} |"
             )
+        lines.append("")
+    return lines
+
+
+def delta_to_bytes(row: Row, bytes_row: Row | None, held_out: str) -> str:
+    if bytes_row is None or row is bytes_row:
+        return "–"
+    return paired_difference(row, bytes_row, held_out).text()
+
+
+def code_lines(rows: list[Row]) -> list[str]:
+    """Raw BPB on the real-code sets, one column pair per set."""
+    sets = held_out_sets(rows)[1:]
+    if not sets:
+        return []
+    about = []
+    for name in sets:
+        scored = {(r["code"][name]["documents"], r["code"][name]["raw_bytes"]) for row in rows for r in row.results if name in (r.get("code") or {})}
+        counts = "; ".join(f"{documents} programs, {raw_bytes:,} bytes" for documents, raw_bytes in sorted(scored))
+        mixed = " — results scored on different programs: re-evaluate them under one setting" if len(scored) > 1 else ""
+        about.append(f"{title(name)} ({counts}{mixed})")
+    lines = ["## Raw bits per byte on real code", "",
+             f"The reference programs (prompt + canonical solution, whole) of {', '.join(about)}: code no arm trains on, "
+             "scored at each trial's final checkpoint. BPB mean ± sample std over seeds; Δ bytes as above (paired by seed).", ""]
+    header = "".join(f" {title(name)} BPB | Δ bytes |" for name in sets)
+    for size in dict.fromkeys(row.size for row in rows):
+        size_rows = [row for row in rows if row.size == size]
+        bytes_row = next((row for row in size_rows if row.arm is Arm.BYTES), None)
+        lines += [f"### {size}", "", f"| arm | seeds | stdlib BPB |{header}", "|---|---|---|" + "---|---|" * len(sets)]
+        for row in size_rows:
+            cells = "".join(f" {mean_std(row, name)} | {delta_to_bytes(row, bytes_row, name)} |" for name in sets)
+            lines.append(f"| {row.arm.value} | {row.n} | {mean_std(row, STDLIB)} |{cells}")
+        lines.append("")
+    return lines
+
+
+def mean_std(row: Row, held_out: str) -> str:
+    mean, std = row.mean(*bpb_path(held_out)), row.std(*bpb_path(held_out))
+    return fmt(mean) + (f" ± {std:.4f}" if std is not None else "")
+
+
+CURVE_TABLE_ARMS = (Arm.BYTES, Arm.PROXY_BPE, Arm.RAW_ONLY)
+
+
+def curve_lines(rows: list[Row]) -> list[str]:
+    """Held-out BPB at each curve point of bytes, proxy-bpe and raw-only, with the FLOPs and raw bytes trained on by then."""
+    shown = [row for row in rows if row.arm in CURVE_TABLE_ARMS and mean_curve(row).bpb]
+    if not shown:
+        return []
+    lines = ["## Learning curves", "",
+             "Held-out (stdlib) BPB at each curve checkpoint, with the training FLOPs and the raw bytes (bytes in raw views) "
+             "trained on by then; seeds averaged point by point.", ""]
+    for size in dict.fromkeys(row.size for row in shown):
+        lines += [f"### {size}", "", "| arm | point | step | train FLOPs | raw bytes seen | BPB |", "|---|---|---|---|---|---|"]
+        for row in (r for r in shown if r.size == size):
+            curve = mean_curve(row)
+            for i, (step, flops, raw, bpb) in enumerate(zip(curve.steps, curve.flops, curve.raw_bytes, curve.bpb), start=1):
+                lines.append(f"| {row.arm.value} | {i} | {fmt(step, '.0f')} | {fmt(flops, '.3g')} | {fmt(raw, ',.0f')} | {bpb:.4f} |")
         lines.append("")
     return lines
 
@@ -405,6 +571,7 @@ def write_figures(rows: list[Row], stability: dict[str, Any] | None, directory: 
     matplotlib.use("Agg")
     plots = {
         "bpb_vs_flops.png": plot_curves if rows else None,
+        "bpb_vs_raw_bytes.png": plot_curves_raw_bytes if any(mean_curve(row).has_raw_bytes for row in rows) else None,
         "bpb_vs_size.png": plot_scale if len({r.size for r in rows}) > 1 else None,
         "stability.png": plot_stability if stability and stability.get("rows") else None,
         "translation.png": plot_translation if any(r.values("translation", "byte_accuracy") for r in rows) else None,
@@ -431,17 +598,43 @@ def arm_colors() -> dict[Arm, Any]:
     return {arm: cmap(distinct[i % 20]) for i, arm in enumerate(ARMS)}
 
 
-def mean_curve(row: Row) -> tuple[list[float], list[float]]:
-    """Seed-averaged (flops, bpb) of the i-th curve point, for the points every seed has (raw-only
-    runs of different seeds take different steps, so points are matched by rank, not step)."""
-    curves = [r.get("curve", []) for r in row.results]
-    points = min(len(c) for c in curves)
-    flops = [statistics.fmean(c[i]["flops"] for c in curves) for i in range(points)]
-    bpb = [statistics.fmean(c[i]["bpb"] for c in curves) for i in range(points)]
-    return flops, bpb
+@dataclass
+class MeanCurve:
+    """A row's curve, seeds averaged: the i-th point is the mean of every seed's i-th point."""
+
+    steps: list[float | None]
+    flops: list[float | None]
+    raw_bytes: list[float | None]  # None where a seed's point records none (results from before they did)
+    bpb: list[float | None]
+
+    @property
+    def has_raw_bytes(self) -> bool:
+        return bool(self.raw_bytes) and None not in self.raw_bytes
+
+
+def mean_curve(row: Row) -> MeanCurve:
+    """Seed-averaged curve points, for the points every seed has (raw-only runs of different seeds
+    take different steps, so points are matched by rank, not step)."""
+    curves = [r.get("curve") or [] for r in row.results]
+    points = min(len(c) for c in curves) if curves else 0
+
+    def mean(key: str, i: int) -> float | None:
+        return mean_of([c[i].get(key) for c in curves]) if all(c[i].get(key) is not None for c in curves) else None
+
+    return MeanCurve(*([mean(key, i) for i in range(points)] for key in ("step", "flops", "raw_bytes", "bpb")))
 
 
 def plot_curves(rows: list[Row], stability: dict[str, Any] | None):
+    return plot_curves_against(rows, "flops", "training FLOPs", "Raw bits per byte against training compute")
+
+
+def plot_curves_raw_bytes(rows: list[Row], stability: dict[str, Any] | None):
+    return plot_curves_against(rows, "raw_bytes", "raw bytes trained on (bytes in raw views)",
+                               "Raw bits per byte against raw bytes seen")
+
+
+def plot_curves_against(rows: list[Row], x_key: str, x_label: str, title_text: str):
+    """Held-out BPB of every arm and size (line style) against one of the curve points' counters."""
     import matplotlib.pyplot as plt
 
     colors = arm_colors()
@@ -449,17 +642,22 @@ def plot_curves(rows: list[Row], stability: dict[str, Any] | None):
     sizes = list(dict.fromkeys(row.size for row in rows))
     fig, ax = plt.subplots(figsize=(10, 6))
     for row in rows:
-        flops, bpb = mean_curve(row)
+        curve = mean_curve(row)
+        # a point at x = 0 (no raw byte yet, e.g. early in a translation warm-up) has no place on a log axis
+        points = [(x, bpb) for x, bpb in zip(getattr(curve, x_key), curve.bpb) if x is not None and x > 0]
+        if not points:
+            continue
+        xs, ys = zip(*points)
         style = styles[sizes.index(row.size) % len(styles)]
-        ax.plot(flops, bpb, style, marker="o", markersize=3, color=colors[row.arm], label=f"{row.arm.value} ({row.size})")
-        if row.n > 1 and flops:
+        ax.plot(xs, ys, style, marker="o", markersize=3, color=colors[row.arm], label=f"{row.arm.value} ({row.size})")
+        if row.n > 1:
             finals = row.values("bpb")
-            ax.errorbar([flops[-1]], [statistics.fmean(finals)], yerr=[[statistics.fmean(finals) - min(finals)], [max(finals) - statistics.fmean(finals)]],
-                        color=colors[row.arm], capsize=3)
+            mean = statistics.fmean(finals)
+            ax.errorbar([xs[-1]], [mean], yerr=[[mean - min(finals)], [max(finals) - mean]], color=colors[row.arm], capsize=3)
     ax.set_xscale("log")
-    ax.set_xlabel("training FLOPs")
+    ax.set_xlabel(x_label)
     ax.set_ylabel("held-out raw BPB")
-    ax.set_title("Raw bits per byte against training compute (seed mean; bars: seed range)")
+    ax.set_title(f"{title_text} (seed mean; bars: seed range)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1.0), loc="upper left")
     return fig

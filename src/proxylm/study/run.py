@@ -10,10 +10,13 @@ Design choices:
   partial study has complete rows.
 - Evaluation: raw-view BPB (a token model's nats over the raw bytes) on the same held-out
   documents for every arm: a hash sample of the whole corpus's val split, documents that no
-  preparation trains on whatever `data.limit` is. Scored at every curve checkpoint (cached per
-  evaluation settings, so changed settings re-score without retraining); the translation probe
-  on the final checkpoint of arms that read compressed views in context; the stability probe on
-  the exact compressors the arms trained with.
+  preparation trains on whatever `data.limit` is. Scored at every curve checkpoint, each point
+  with the FLOPs and raw bytes the run had trained on by then (the checkpoint's counters).
+  Beside it, real code no arm trains on: the HumanEval and MBPP reference programs (prompt +
+  canonical solution, whole), scored at the final checkpoint. Scores are cached per checkpoint
+  and settings, so changed settings re-score without retraining and adding a code set keeps
+  the scored curve; the translation probe on the final checkpoint of arms that read compressed
+  views in context; the stability probe on the exact compressors the arms trained with.
 - torchrun: every rank trains each trial in one process group kept for the whole train part
   (the trainer's setup and loop; ranks meet at a barrier between trials), and rank 0 writes. Preparing and evaluating are one-process parts (the other ranks would wait on
   rank 0 past the process group's timeouts), run before and after with a plain `proxylm study`.
@@ -37,7 +40,7 @@ from proxylm.data.schedule import bytes_baseline
 from proxylm.errors import UserError
 from proxylm.io import atomic_write_json
 from proxylm.study.arms import ARMS, ArmContext
-from proxylm.study.config import Part, Proxy, StudyConfig
+from proxylm.study.config import Part, Proxy, StudyConfig, code_set_name
 from proxylm.study.trials import (
     RESULT_FILE,
     TRAINED_FILE,
@@ -53,6 +56,7 @@ from proxylm.train.config import ModelSection
 
 STUDY_VERSION = 1
 STABILITY_FILE = "stability.json"
+CODE_SET_KEYS = ("code_sets", "code_docs")  # evaluation settings that only the code sets depend on
 
 
 def is_main_process() -> bool:
@@ -157,6 +161,7 @@ def run_trials(cfg: StudyConfig, ctx: ArmContext) -> None:
         say("study: evaluation is a one-process part; run `proxylm study CONFIG --parts evaluate` after this")
         evaluating = False
     docs = eval_documents(cfg) if evaluating else []
+    code = code_documents(cfg) if evaluating else {}
     # One process group for the whole part: ranks meet at a barrier after each trial, while rank 0
     # writes its files, instead of leaving and re-joining a group between trials.
     info = compute_init(cfg.train.dist) if Part.TRAIN in cfg.parts else None
@@ -167,7 +172,7 @@ def run_trials(cfg: StudyConfig, ctx: ArmContext) -> None:
                 train_trial(cfg, ctx, trial, tag, info)
                 barrier(info)
             if evaluating:
-                evaluate_trial(cfg, ctx, trial, docs, tag)
+                evaluate_trial(cfg, ctx, trial, docs, tag, code)
     finally:
         if info is not None:
             compute_cleanup()
@@ -208,8 +213,10 @@ def train_trial(cfg: StudyConfig, ctx: ArmContext, trial: Trial, tag: str, info:
         say(f"study: {tag}: {result.steps} steps, {result.flops:.3g} FLOPs in {result.train_time_s:.0f} s")
 
 
-def evaluate_trial(cfg: StudyConfig, ctx: ArmContext, trial: Trial, docs: list[tuple[str, bytes]], tag: str) -> dict[str, Any] | None:
-    """Score a trained trial unless its result (under these evaluation settings) exists."""
+def evaluate_trial(cfg: StudyConfig, ctx: ArmContext, trial: Trial, docs: list[tuple[str, bytes]], tag: str,
+                   code: dict[str, list[tuple[str, bytes]]] | None = None) -> dict[str, Any] | None:
+    """Score a trained trial unless its result (under these evaluation settings) exists; `code`:
+    the real-code sets by name (code_documents), None: loaded here."""
     directory = trial.directory(cfg.out)
     state = trial_state(cfg, trial)
     if state.trained is None:
@@ -223,13 +230,14 @@ def evaluate_trial(cfg: StudyConfig, ctx: ArmContext, trial: Trial, docs: list[t
         return state.result
     started = time.perf_counter()
     trained = state.trained
+    code = code_documents(cfg) if code is None else code
     record = {
         "study_version": STUDY_VERSION,
         "trial": trial.key, "size": trial.size.label, "preset": trial.size.preset, "arm": trial.arm.value, "seed": trial.seed,
         "compressor": cfg.compressors.spec(ARMS[trial.arm].proxy),
         "budget": {"flops": trial.size.flops, "symbols": trial.size.symbols},
         "train": trained,
-        **score_trial(cfg, trial, trained, docs, eval_fp),
+        **score_trial(cfg, trial, trained, docs, code),
         "eval_wall_s": time.perf_counter() - started,
         "train_fingerprint": train_fp,
         "eval_fingerprint": eval_fp,
@@ -238,7 +246,8 @@ def evaluate_trial(cfg: StudyConfig, ctx: ArmContext, trial: Trial, docs: list[t
     keep_result(cfg, trial, record)
     if not cfg.keep_checkpoints:
         prune_curve_checkpoints(Path(trained["checkpoint"]))
-    say(f"study: {tag}: bpb {record['bpb']:.4f}")
+    on_code = "".join(f", {name} {score['bpb']:.4f}" for name, score in record["code"].items())
+    say(f"study: {tag}: bpb {record['bpb']:.4f}{on_code}")
     return record
 
 
@@ -271,6 +280,21 @@ def eval_documents(cfg: StudyConfig) -> list[tuple[str, bytes]]:
     return [(d.key, truncate_utf8(d.data, cfg.eval.max_doc_bytes)) for d in sample]
 
 
+def code_documents(cfg: StudyConfig) -> dict[str, list[tuple[str, bytes]]]:
+    """The real-code held-out sets by benchmark name: each reference program (prompt + canonical
+    solution), whole; the first eval.code_docs of each."""
+    from proxylm.evaluate.tasks import load_tasks
+
+    sets = {}
+    for spec in cfg.eval.code_sets:
+        try:
+            problems = load_tasks(spec, limit=cfg.eval.code_docs)
+        except UserError as exc:
+            raise UserError(f"eval.code_sets: {spec!r}: {exc} (or leave it out of eval.code_sets)") from None
+        sets[code_set_name(spec)] = [(p.task_id, p.reference.encode()) for p in problems]
+    return sets
+
+
 def checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
     """(step, path) of every complete checkpoint, by step."""
     import re
@@ -285,28 +309,112 @@ def checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def score_trial(cfg: StudyConfig, trial: Trial, trained: dict[str, Any], docs: list[tuple[str, bytes]], eval_fp: str) -> dict[str, Any]:
-    """BPB at each surviving checkpoint (cached per evaluation settings), the translation probe at the last."""
+def curve_fingerprint(cfg: StudyConfig) -> str:
+    """What a held-out (stdlib) score depends on: the evaluation settings without the code sets,
+    so adding or changing a code set keeps the cached curve points."""
+    settings = to_dict(cfg.eval)
+    for key in CODE_SET_KEYS:
+        settings.pop(key)
+    return fingerprint(settings)
+
+
+def score_trial(cfg: StudyConfig, trial: Trial, trained: dict[str, Any], docs: list[tuple[str, bytes]],
+                code: dict[str, list[tuple[str, bytes]]]) -> dict[str, Any]:
+    """Held-out BPB at each curve point; the code sets and the translation probe at the final checkpoint."""
+    import functools
+
     from proxylm.evaluate.bpb import EvalCheckpoint
     from proxylm.evaluate.generate import default_device
 
-    flops_per_step = trained["flops"] / max(trained["steps"], 1)
-    cache_dir = Path(trained["run_dir"]) / "study-evals" / eval_fp
-    found = checkpoints(Path(trained["checkpoint"]).parent)
-    if not found:
+    on_disk = dict(checkpoints(Path(trained["checkpoint"]).parent))
+    if not on_disk:
         raise UserError(f"{Path(trained['checkpoint']).parent}: no checkpoint to evaluate")
-    curve, final = [], {}
-    for step, path in found:
-        final = read_json(cache_dir / f"step-{step}.json")
-        if final is None:
-            final = score_bpb(cfg, EvalCheckpoint.load(path, default_device()), docs)
-            atomic_write_json(cache_dir / f"step-{step}.json", final)
-        curve.append({"step": step, "flops": step * flops_per_step, "bpb": final["bpb"]})
+    final_step = max(on_disk)
+    final_checkpoint = functools.cache(lambda: EvalCheckpoint.load(on_disk[final_step], default_device()))
+    cache_dir = Path(trained["run_dir"]) / "study-evals" / curve_fingerprint(cfg)
+    points = score_curve(cfg, cache_dir, on_disk, trained, docs)
+    code_scores = {}
+    for name, programs in code.items():
+        key = fingerprint({"code_set": name, "programs": [doc_id for doc_id, _ in programs]})
+        code_scores[name] = cached_score(cache_dir / f"code-{key}-step-{final_step}.json",
+                                         lambda: timed(lambda: score_bpb(cfg, final_checkpoint(), programs)))
     translation = None
     if ARMS[trial.arm].translation_probe:
-        translation = translate(cfg, EvalCheckpoint.load(found[-1][1], default_device()), docs)
-    return {"bpb": final["bpb"], "params": final["params"], "eval": {k: v for k, v in final.items() if k != "bpb"},
-            "curve": curve, "translation": translation}
+        translation = timed(lambda: translate(cfg, final_checkpoint(), docs))
+    final = points[-1]
+    spent = [*points, *code_scores.values(), translation or {}]
+    return {"bpb": final["bpb"], "params": final["params"],
+            "eval": {k: v for k, v in final.items() if k not in ("bpb", "counters", "seconds")},
+            "curve": [curve_point(p, trained) for p in points],
+            "code": {name: code_summary(scored) for name, scored in code_scores.items()},
+            "translation": translation, "eval_time_s": sum(part.get("seconds", 0.0) for part in spent)}
+
+
+def score_curve(cfg: StudyConfig, cache_dir: Path, on_disk: dict[int, Path], trained: dict[str, Any],
+                docs: list[tuple[str, bytes]]) -> list[dict[str, Any]]:
+    """The scores of every curve point, by step: each checkpoint still on disk and each step scored
+    before (whose checkpoint may be pruned since), scored once and cached with its counters."""
+    final_step = max(on_disk)
+    steps = sorted({step for step in cached_steps(cache_dir) if step <= final_step} | set(on_disk))
+    points = [cached_score(cache_dir / f"step-{step}.json", lambda: score_point(cfg, on_disk[step], docs)) for step in steps]
+    if any("counters" not in p for p in points):  # cached before points carried counters: the metrics log has them
+        logged = logged_counters(Path(trained["run_dir"]))
+        points = [p if "counters" in p else {**p, "counters": {"step": step, **logged.get(step, {})}} for step, p in zip(steps, points)]
+    return points
+
+
+def cached_score(path: Path, score: Any) -> dict[str, Any]:
+    """The score cached at `path`, else `score()` written there."""
+    found = read_json(path)
+    if found is None:
+        found = score()
+        atomic_write_json(path, found)
+    return found
+
+
+def cached_steps(cache_dir: Path) -> list[int]:
+    import re
+
+    return [int(m.group(1)) for path in cache_dir.glob("step-*.json") if (m := re.fullmatch(r"step-(\d+)\.json", path.name))]
+
+
+def timed(work: Any) -> dict[str, Any]:
+    """work()'s dict with the seconds it took."""
+    started = time.perf_counter()
+    result = work()
+    return {**result, "seconds": time.perf_counter() - started}
+
+
+def score_point(cfg: StudyConfig, path: Path, docs: list[tuple[str, bytes]]) -> dict[str, Any]:
+    """Held-out BPB of one curve checkpoint, with the counters it was saved with."""
+    from proxylm.evaluate.bpb import EvalCheckpoint
+    from proxylm.evaluate.generate import default_device
+    from proxylm.train.checkpoint import read_train_state
+
+    counters = read_train_state(path)["counters"]
+    scored = timed(lambda: score_bpb(cfg, EvalCheckpoint.load(path, default_device()), docs))
+    return {**scored, "counters": {key: counters[key] for key in ("step", "flops", "symbols", "raw_bytes")}}
+
+
+def logged_counters(run_dir: Path) -> dict[int, dict[str, Any]]:
+    """The run's counters at each logged step, from its metrics.jsonl."""
+    from proxylm.train.metrics import read_metrics
+    from proxylm.train.trainer import METRICS_FILE
+
+    return {r["step"]: {key: r[key] for key in ("flops", "symbols", "raw_bytes") if key in r}
+            for r in read_metrics(run_dir / METRICS_FILE) if "step" in r}
+
+
+def curve_point(scored: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
+    """step, training FLOPs, raw bytes trained on by then (None where no record has them) and BPB."""
+    counters = scored["counters"]
+    step = counters["step"]
+    flops = counters.get("flops", step * trained["flops"] / max(trained["steps"], 1))
+    return {"step": step, "flops": flops, "raw_bytes": counters.get("raw_bytes"), "bpb": scored["bpb"]}
+
+
+def code_summary(scored: dict[str, Any]) -> dict[str, Any]:
+    return {key: scored[key] for key in ("bpb", "documents", "raw_bytes", "targets", "nats", "seconds") if key in scored}
 
 
 def score_bpb(cfg: StudyConfig, ckpt: Any, docs: list[tuple[str, bytes]]) -> dict[str, Any]:
