@@ -354,7 +354,6 @@ def compression_text(found: dict[str, Any] | None, proxy: Proxy) -> str:
     return text
 
 
-
 def compressor_text(cfg: StudyConfig, rows: list[Row]) -> str:
     parts = []
     for proxy in used_proxies(rows):

@@ -156,7 +156,7 @@ class CoderChunks:
 
     @property
     def unit(self) -> int:
-        """Positions of the longest unit: <bos>, a chunk (up to 3 bytes long, to end its last character), <eos>."""
+        """Positions of the longest unit: <bos>, a chunk (up to 3 bytes longer, to end its last character), <eos>."""
         return self.longest + 5
 
 
