@@ -37,9 +37,9 @@ import numpy as np
 import psutil
 
 from proxylm import compress
-from proxylm.compress.byte_model import training_chunks
+from proxylm.compress.byte_model import write_training_chunks
 from proxylm.data.corpus import Split, open_corpus, split_of
-from proxylm.io import atomic_path, atomic_write_json
+from proxylm.io import atomic_write_json
 from proxylm.probes.collisions import collision_stats, split_windows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,16 +52,8 @@ VAL_FRACTION = 0.02  # prepare's default split
 def make_corpus(source: str, out: Path, seed: int = 0) -> int:
     """Write the compressor LM's training corpus: the train split of `source` cut into chunks of
     32..160 bytes (proxylm.compress.byte_model.training_chunks), one JSONL record per chunk."""
-    rng = np.random.default_rng(seed)
-    count = 0
-    with atomic_path(out) as tmp, open(tmp, "w") as fh:
-        for doc in open_corpus(source):
-            if split_of(doc.id, VAL_FRACTION) is not Split.TRAIN:
-                continue
-            for i, chunk in enumerate(training_chunks(doc.data, rng)):
-                fh.write(json.dumps({"id": f"{doc.id}#{i}", "text": chunk.decode("utf-8")}) + "\n")
-                count += 1
-    return count
+    train = ((doc.id, doc.data) for doc in open_corpus(source) if split_of(doc.id, VAL_FRACTION) is Split.TRAIN)
+    return write_training_chunks(train, out, np.random.default_rng(seed))
 
 
 def train_default_model() -> None:

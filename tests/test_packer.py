@@ -229,6 +229,21 @@ def test_only_pairs_left_pads_the_row_end_and_longer_pairs_are_cut():
     assert packer.stats.padding > 0 and packer.stats.pairs_cut == 0 and packer.stats.pairs_too_long == 1
 
 
+@pytest.mark.parametrize("whole_units", [False, True])
+def test_whole_units_keeps_single_units_whole_and_fills_row_ends_with_later_ones(whole_units):
+    rng = np.random.default_rng(0)
+    queue = [single(int(n)) for n in rng.integers(2, 25, 300)]  # 6..28 ids each, rows of 64
+    packer = RowPacker(PackConfig(seq_len=64, batch_size=1, whole_units=whole_units), lookahead=1)
+    cut = 0
+    for _ in range(20):
+        packer.fill(lambda: queue.pop(0))
+        cut += sum(not (starts and ends) for _, starts, ends in row_units(packer.pop_row()))
+    if whole_units:
+        assert cut == 0 and packer.stats.reordered > 0 and packer.stats.padding < 0.1 * packer.stats.positions
+    else:
+        assert cut > 0 and packer.stats.padding == 0
+
+
 def test_row_packer_state_round_trip_continues_the_same_rows():
     rng = np.random.default_rng(0)
     groups = [pair(int(n), int(n) // 3) if rng.random() < 0.5 else single(int(n)) for n in rng.integers(1, 40, 300)]

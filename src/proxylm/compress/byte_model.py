@@ -215,6 +215,25 @@ def training_chunks(doc: bytes, rng: np.random.Generator, shortest: int = 32, lo
     return chunks
 
 
+def write_training_chunks(
+    docs: Iterable[tuple[str, bytes]], out: str | Path, rng: np.random.Generator, shortest: int = 32, longest: int = 160
+) -> int:
+    """Write a compressor LM's corpus: each (id, UTF-8 bytes) document's `training_chunks`, one
+    JSONL record `{"id": "<id>#<k>", "text": ...}` per chunk, atomically. Trained in bytes mode,
+    each record becomes one `<bos> chunk <eos>` unit. Returns the number of chunks."""
+    import json
+
+    from proxylm.io import atomic_path
+
+    count = 0
+    with atomic_path(out) as tmp, open(tmp, "w") as fh:
+        for doc_id, data in docs:
+            for k, chunk in enumerate(training_chunks(data, rng, shortest, longest)):
+                fh.write(json.dumps({"id": f"{doc_id}#{k}", "text": chunk.decode("utf-8")}) + "\n")
+                count += 1
+    return count
+
+
 class CountByteModel:
     """Order-k byte counts (contexts hashed into `buckets`), add-one smoothed: a reference model.
 

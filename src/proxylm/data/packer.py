@@ -10,7 +10,9 @@ Design choices:
   not fit the room left, the packer looks ahead (up to `lookahead_units` groups, drawn one at a
   time, so documents are drawn at most a few places early) for the first group that fits the room
   whole or may be cut (a single view), and places that first; only if none exists is the room
-  padded. A pair longer than a row is cut like any long unit.
+  padded. A pair longer than a row is cut like any long unit. `whole_units` treats every unit
+  like a pair (a byte LM trained on short chunks, each from its own `<bos>`: a chunk cut by a
+  row end would go on in the next batch without it).
 - Waste: padding only where the look-ahead found nothing (and, with `pad_below = k`, at row ends
   with fewer than k free positions), reported by `stats`. Out-of-order placement moves a group
   by at most a few documents within its row's stream.
@@ -60,6 +62,8 @@ class PackConfig:
     """Pad a row end with fewer free positions than this instead of starting a document there (0: never pad)."""
     lookahead_units: int = 8
     """Groups the packer may look ahead to fill a row end that the next pair does not fit whole."""
+    whole_units: bool = False
+    """Keep every group no longer than a row whole, not only pairs (single units too)."""
     pin_memory: bool = False
     """Return page-locked tensors (when CUDA is available) for a non-blocking copy to the GPU."""
 
@@ -171,7 +175,7 @@ class RowPacker:
             self._place(filler)
 
     def _keep_whole(self, group: Group) -> bool:
-        return group.paired and group.length <= self.cfg.seq_len
+        return (group.paired or self.cfg.whole_units) and group.length <= self.cfg.seq_len
 
     def _filler(self, room: int, draw: Draw) -> Group | None:
         """The first waiting group after the head that fits the room whole or may be cut, drawing

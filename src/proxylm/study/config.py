@@ -149,8 +149,9 @@ class CompressorSpecs:
     """BPE ids written as bytes, id order."""
     bpe_bytes_gray: str = "bpe-bytes:vocab=4096,order=gray"
     """BPE ids written as bytes, Gray-code order."""
-    neural: str = "neural:window_bits=12"
-    """Neural proxy without its model (the study adds model=...); 16-bit windows need a 65,856-row head."""
+    neural: str = "neural:window_bits=16"
+    """Neural proxy without its model (the study adds model=...): 16-bit windows as in the paper, so
+    the arm's model has a 65,856-row embedding and head (320 + 2^16 ids)."""
     gzip: str = "gzip"
     """gzip proxy."""
 
@@ -176,7 +177,8 @@ class NeuralLMConfig:
     steps: int = 300
     """Its training steps (bytes schedule, the study's optimiser settings)."""
     seq_len: int = 128
-    """Its context: the coder's rows are at most max_window_bytes + 1 long."""
+    """Its rows, packed with `<bos> chunk <eos>` units of at most the coder's longest row + 5 positions
+    (69 for the default 64-byte windows), each kept whole in one row; at least that."""
     batch_size: int = 16
     """Its rows per step."""
 

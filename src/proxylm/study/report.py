@@ -4,8 +4,12 @@ trial results exist.
     summary = write_report(cfg)   # <out>/results.json, <out>/RESULTS.md, <out>/figures/*.png
 
 Design choices:
-- Only measured numbers: every figure comes from a trial's result.json or stability.json; a
-  missing trial is a missing row, and the report says how many seeds each row holds.
+- Only measured numbers: every figure comes from a trial's result.json, stability.json or a
+  prepared proxy's manifest (its compression); a missing trial is a missing row, and the report
+  says how many seeds each row holds.
+- Compression is stated in bits, raw bits over the bits of the symbols (log2 of the alphabet per
+  symbol), the unit of the paper's ~2.6x for its neural proxy, on each proxy's held-out pieces
+  (which no compressor was fitted or trained on) and on its training pieces.
 - Held-out sets: the corpus's held-out documents (`stdlib` in tables, scored at every curve
   point) and, where evaluated, real code (the HumanEval and MBPP reference programs, scored at
   the final checkpoint). Every table and finding covers each set the results hold.
@@ -39,8 +43,11 @@ from typing import Any
 from proxylm.io import atomic_path, atomic_write_json, atomic_write_text
 from proxylm.study.arms import ARMS
 from proxylm.study.config import Arm, Proxy, StudyConfig
-from proxylm.study.run import read_stability
+from proxylm.study.run import data_dir, read_stability
 from proxylm.study.trials import RESULT_FILE, read_json
+
+PAPER_NEURAL_RATIO_BITS = 2.6  # the paper's neural proxy: 16-bit windows under a 40M-parameter byte LM
+SPLIT_WORDS = {"val": "held-out pieces", "train": "training pieces"}
 
 
 @dataclass
@@ -177,6 +184,7 @@ def write_report(cfg: StudyConfig) -> dict[str, Any]:
     summary = {
         "rows": [row.summary() for row in rows],
         "findings": findings,
+        "compression": {proxy.value: compression(data_dir(cfg) / proxy.value) for proxy in used_proxies(rows)},
         "stability": stability,
         "trials": [r for row in rows for r in row.results],
     }
@@ -425,16 +433,55 @@ def setup_lines(cfg: StudyConfig, rows: list[Row]) -> list[str]:
     return lines + [""]
 
 
+def used_proxies(rows: list[Row]) -> list[Proxy]:
+    return list(dict.fromkeys(ARMS[row.arm].proxy for row in rows)) or [Proxy.BPE]
+
+
+def compression(directory: Path) -> dict[str, Any] | None:
+    """A prepared proxy's symbol width and, per split, bytes per symbol and the ratio in bits
+    (raw bits / symbol bits); None where it is not prepared (a report built from results alone)."""
+    from proxylm.data.shards import ShardsError, read_manifest
+
+    try:
+        manifest = read_manifest(directory)
+    except ShardsError:
+        return None
+    bits = math.log2(manifest["compressor"]["alphabet_size"])
+    splits = {name: {"bytes_per_symbol": s["raw_bytes"] / s["symbols"], "ratio_bits": 8 * s["raw_bytes"] / (bits * s["symbols"])}
+              for name, s in manifest["splits"].items() if s["symbols"]}
+    return {"bits_per_symbol": bits, **splits}
+
+
+def compression_text(found: dict[str, Any] | None, proxy: Proxy) -> str:
+    """E.g. '4.93 bytes per 16-bit symbol, 2.47x in bits on held-out pieces (2.61x on training pieces)'."""
+    if found is None or not ({"val", "train"} & found.keys()):
+        return "compression not measured (not prepared here)"
+    first = "val" if "val" in found else "train"
+    text = (f"{found[first]['bytes_per_symbol']:.2f} bytes per {found['bits_per_symbol']:g}-bit symbol, "
+            f"{found[first]['ratio_bits']:.2f}x in bits on {SPLIT_WORDS[first]}")
+    if first == "val" and "train" in found:
+        text += f" ({found['train']['ratio_bits']:.2f}x on {SPLIT_WORDS['train']})"
+    if proxy is Proxy.NEURAL:
+        text += f"; the paper's 40M-parameter byte LM: ~{PAPER_NEURAL_RATIO_BITS}x"
+    return text
+
+
 def compressor_text(cfg: StudyConfig, rows: list[Row]) -> str:
-    used = list(dict.fromkeys(ARMS[row.arm].proxy for row in rows)) or [Proxy.BPE]
     parts = []
-    for proxy in used:
-        text = f"{proxy.value} `{cfg.compressors.spec(proxy)}`"
+    for proxy in used_proxies(rows):
+        details = [compression_text(compression(data_dir(cfg) / proxy.value), proxy)]
         if proxy is Proxy.NEURAL:
-            lm = cfg.neural_lm
-            text += f" (byte LM: {lm.model or f'{lm.preset} preset, {lm.steps} steps of {lm.batch_size} x {lm.seq_len} bytes'})"
-        parts.append(text)
+            details.insert(0, f"byte LM: {byte_lm_text(cfg)}")
+        parts.append(f"{proxy.value} `{cfg.compressors.spec(proxy)}` ({'; '.join(details)})")
     return ", ".join(parts)
+
+
+def byte_lm_text(cfg: StudyConfig) -> str:
+    lm = cfg.neural_lm
+    if lm.model is not None:
+        return lm.model
+    shape = "".join(f", {key} {value}" for key, value in lm.shape.items())
+    return f"{lm.preset} preset{shape}, {lm.steps} steps of {lm.batch_size} x {lm.seq_len} positions of `<bos>` + coder-row chunks"
 
 
 def machine() -> str:

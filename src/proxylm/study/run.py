@@ -21,7 +21,9 @@ Design choices:
   (the trainer's setup and loop; ranks meet at a barrier between trials), and rank 0 writes. Preparing and evaluating are one-process parts (the other ranks would wait on
   rank 0 past the process group's timeouts), run before and after with a plain `proxylm study`.
 - The neural proxy codes with `neural_lm.model`, or a byte LM the prepare part trains on the bpe
-  shards' bytes; like the paper's compressor LM it is not counted in the arms' budgets.
+  shards' training text laid out as the coder's rows: `<bos>` + a chunk that starts anywhere in a
+  piece and is at most a window long (a model trained on whole pieces would expect `<bos>` before
+  a file's first bytes only). Like the paper's compressor LM it is not counted in the arms' budgets.
 """
 
 from __future__ import annotations
@@ -52,11 +54,13 @@ from proxylm.study.trials import (
     trial_state,
     trials,
 )
-from proxylm.train.config import ModelSection
+from proxylm.train.config import ModelSection, TrainConfig
 
 STUDY_VERSION = 1
 STABILITY_FILE = "stability.json"
 CODE_SET_KEYS = ("code_sets", "code_docs")  # evaluation settings that only the code sets depend on
+CHUNKS_FILE = "chunks.jsonl"  # the neural proxy's byte LM's corpus, in its directory
+COMPRESSOR_LM_SHORTEST_CHUNK = 8  # shortest training chunk: every chunk teaches a window's first 8 bytes
 
 
 def is_main_process() -> bool:
@@ -129,24 +133,90 @@ def prepare_data(cfg: StudyConfig, ctx: ArmContext) -> None:
 
 
 def compressor_lm(cfg: StudyConfig, ctx: ArmContext) -> Path:
-    """The byte LM the neural proxy codes with: the configured one, or one trained here (resumably)
-    on the bpe shards' bytes with the bytes schedule."""
+    """The byte LM the neural proxy codes with: the configured one, or one trained here (resumably)."""
     from proxylm.train import train
 
     lm = cfg.neural_lm
     if lm.model is not None:
         return Path(lm.model)
-    lm_cfg = copy.deepcopy(cfg.train)
-    lm_cfg.data = dataclasses.replace(lm_cfg.data, shards=str(ctx.shards[Proxy.BPE]), corpus=None, compressor=None)
-    lm_cfg.schedule = bytes_baseline()
-    lm_cfg.model = from_dict(ModelSection, {**to_dict(lm_cfg.model), "preset": lm.preset, **lm.shape}, prefix="neural_lm.shape.")
-    lm_cfg.pack = dataclasses.replace(lm_cfg.pack, seq_len=lm.seq_len, batch_size=lm.batch_size)
-    lm_cfg.run.out = str(Path(cfg.out) / "compressor-lm")
-    lm_cfg.run.max_steps, lm_cfg.run.max_flops, lm_cfg.run.max_time_s = lm.steps, None, None
-    lm_cfg.optim = dataclasses.replace(lm_cfg.optim, warmup_steps=min(lm_cfg.optim.warmup_steps, lm.steps // 10))
-    lm_cfg.ckpt = dataclasses.replace(lm_cfg.ckpt, dir=None, resume=True, every=max(1, lm.steps // 4), keep=1)
+    lm_cfg = compressor_lm_config(cfg)
+    corpus = Path(lm_cfg.data.corpus)
+    if not corpus.is_file():
+        chunks = coder_chunks(cfg)
+        count = write_coder_chunks(ctx.shards[Proxy.BPE], chunks, corpus)
+        say(f"study: {count:,} training chunks of {chunks.shortest}-{chunks.longest} bytes for the neural proxy's byte LM")
     say(f"study: the neural proxy's byte LM ({lm.preset} {lm.shape or ''}, {lm.steps} steps) in {lm_cfg.run.out}")
     return train(lm_cfg).checkpoint
+
+
+@dataclasses.dataclass(frozen=True)
+class CoderChunks:
+    """How the neural proxy's byte LM sees its training text: chunks of shortest..longest bytes
+    (proxylm.compress.byte_model.training_chunks), each trained as `<bos> chunk <eos>`."""
+
+    shortest: int
+    longest: int  # the longest row the coder scores after <bos>
+    seed: int
+
+    @property
+    def unit(self) -> int:
+        """Positions of the longest unit: <bos>, a chunk (up to 3 bytes longer, to end its last character), <eos>."""
+        return self.longest + 5
+
+
+def coder_chunks(cfg: StudyConfig) -> CoderChunks:
+    """Chunks as long as the coder's rows: a whole window, plus the context before it when the
+    coder does not reset the model at each window; most windows are a few bytes, so chunks start
+    short."""
+    from proxylm.compress import parse_spec
+    from proxylm.compress.neural import NeuralConfig
+
+    params = parse_spec(cfg.compressors.neural)[1]
+    known = {f.name for f in dataclasses.fields(NeuralConfig)}
+    coder = from_dict(NeuralConfig, {k: v for k, v in params.items() if k in known}, prefix="compressors.neural.")
+    longest = coder.row_context + coder.max_window_bytes
+    return CoderChunks(shortest=min(COMPRESSOR_LM_SHORTEST_CHUNK, longest), longest=longest, seed=cfg.train.run.seed)
+
+
+def write_coder_chunks(bpe_shards: Path, chunks: CoderChunks, out: Path) -> int:
+    """The compressor LM's corpus: the bpe shards' training pieces cut into chunks, as JSONL."""
+    import numpy as np
+
+    from proxylm.compress.byte_model import write_training_chunks
+    from proxylm.data.shards import Shards
+
+    shards = Shards.open(bpe_shards, "train")
+    pieces = ((shards.doc_id(i), shards.raw(i).tobytes()) for i in range(len(shards)))
+    return write_training_chunks(pieces, out, np.random.default_rng(chunks.seed), chunks.shortest, chunks.longest)
+
+
+def compressor_lm_config(cfg: StudyConfig) -> TrainConfig:
+    """How the neural proxy's byte LM trains: in bytes mode on the bpe shards' training text in
+    coder chunks (`<bos>` + bytes from anywhere in a piece, at most a coder row long), so that it
+    learns what the coder asks of it: a byte given a window's first bytes. A plain byte LM (one
+    head) of `neural_lm`'s shape with the study's optimiser settings, in a directory named by
+    everything that shapes it, so a changed setting trains a new LM instead of resuming another."""
+    lm, chunks = cfg.neural_lm, coder_chunks(cfg)
+    if chunks.unit > lm.seq_len:
+        raise UserError(f"neural_lm.seq_len={lm.seq_len} must be at least {chunks.unit}: a training chunk is as long as the "
+                        f"coder's rows ({chunks.longest} bytes for `{cfg.compressors.neural}`) plus <bos>, <eos> and a character's end")
+    lm_cfg = copy.deepcopy(cfg.train)
+    lm_cfg.schedule = bytes_baseline()
+    lm_cfg.model = from_dict(ModelSection, {"preset": lm.preset, **lm.shape}, prefix="neural_lm.shape.")
+    # whole_units: no chunk is cut by a row end and continued in the next batch without its <bos>
+    # (a later chunk that fits fills the row end).
+    lm_cfg.pack = dataclasses.replace(lm_cfg.pack, seq_len=lm.seq_len, batch_size=lm.batch_size, whole_units=True)
+    lm_cfg.run.max_steps, lm_cfg.run.max_flops, lm_cfg.run.max_time_s = lm.steps, None, None
+    lm_cfg.optim = dataclasses.replace(lm_cfg.optim, warmup_steps=min(lm_cfg.optim.warmup_steps, lm.steps // 10))
+    text = {k: getattr(cfg.data, k) for k in ("corpus", "limit", "val_fraction", "max_piece_bytes")}
+    key = {"text": text, "chunks": dataclasses.asdict(chunks), "model": to_dict(lm_cfg.model), "pack": to_dict(lm_cfg.pack),
+           "optim": to_dict(lm_cfg.optim), "steps": lm.steps, "dtype": lm_cfg.run.dtype.value}
+    directory = Path(cfg.out) / "compressor-lm" / fingerprint(key)
+    lm_cfg.data = dataclasses.replace(lm_cfg.data, shards=str(directory / "data"), corpus=str(directory / CHUNKS_FILE),
+                                      compressor="raw", workers=1, max_piece_bytes=None)
+    lm_cfg.run.out = str(directory)
+    lm_cfg.ckpt = dataclasses.replace(lm_cfg.ckpt, dir=None, resume=True, every=max(1, lm.steps // 4), keep=1)
+    return lm_cfg
 
 
 # ---- train and evaluate --------------------------------------------------------------------------

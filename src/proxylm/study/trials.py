@@ -110,14 +110,40 @@ def fingerprint(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def field_defaults(cls: type) -> dict[str, Any]:
+    """A dataclass's declared field defaults as plain data (nothing constructed, no checks run)."""
+    found = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            found[f.name] = to_dict(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            found[f.name] = to_dict(f.default_factory())
+    return found
+
+
+def without_defaults(cfg: Any) -> dict[str, Any]:
+    """`cfg` as plain data, each section without the fields left at their declared defaults, so a
+    field added later with a default that keeps the old behaviour does not change fingerprints."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            defaults = field_defaults(type(value))
+            out[f.name] = {k: v for k, v in to_dict(value).items() if k not in defaults or defaults[k] != v}
+        else:
+            out[f.name] = to_dict(value)
+    return out
+
+
 def train_fingerprint(train_cfg: TrainConfig) -> str:
-    """What training depends on: the config without paths, plus the prepared data's fingerprint."""
+    """What training depends on: the config without paths (and without fields at their defaults),
+    plus the prepared data's fingerprint."""
     from proxylm.data.shards import read_manifest
 
-    data = to_dict(train_cfg)
-    data["run"].pop("out")
+    data = without_defaults(train_cfg)
+    data["run"].pop("out", None)
     data.pop("ckpt")
-    data["data"].pop("shards")
+    data["data"].pop("shards", None)
     data["prepared"] = read_manifest(Path(train_cfg.data.shards))["fingerprint"]
     return fingerprint(data)
 
