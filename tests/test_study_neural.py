@@ -31,7 +31,7 @@ train:
   model: {{n_raw_heads: 1}}
   optim: {{lr: 3.0e-3, warmup_steps: 2}}
   run: {{log_every: 1, plot: false, dtype: fp32}}
-eval: {{docs: 2, max_doc_bytes: 96, curve_points: 1, translate_docs: 1, translate_max_bytes: 24, stability_docs: 2}}
+eval: {{docs: 2, max_doc_bytes: 96, curve_points: 1, translate_docs: 1, translate_max_bytes: 24, stability_docs: 2, code_sets: []}}
 """
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -706,7 +706,8 @@ def plot_curves_against(rows: list[Row], x_key: str, x_label: str, title_text: s
     ax.set_ylabel("held-out raw BPB")
     ax.set_title(f"{title_text} (seed mean; bars: seed range)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1.0), loc="upper left")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1.0), loc="upper left")
     return fig
 
 
