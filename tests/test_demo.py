@@ -32,7 +32,8 @@ def test_demo_runs_every_phase_and_logs_lines_not_progress_bars(tmp_path, monkey
         assert f"== {phase}" in out
     assert re.search(r"bits per byte, held-out stdlib \(2 documents, [\d,]+ bytes\): \d+\.\d{3}", out)
     assert re.search(r"bits per byte, HumanEval \(164 documents, [\d,]+ bytes\): \d+\.\d{3}", out)
-    assert out.count("greedy sample:\nimport ") == 2
+    for prompt in demo.PROMPTS:
+        assert out.count(f"greedy sample:\n{prompt}") == 2  # the proxy model's and the twin's
     proxy_flops = float(re.search(r"symbols covering [\d,]+ raw bytes \(([\d.e+]+) FLOPs", out).group(1))
     twin = [float(v) for v in re.findall(r"symbols covering [\d,]+ raw bytes \(([\d.e+]+) FLOPs", out)[1:]]
     assert len(twin) == 1 and 0.5 * proxy_flops < twin[0] <= proxy_flops  # whole steps up to the proxy's FLOPs

@@ -25,7 +25,7 @@ from pathlib import Path
 DEMO_CONFIG = Path("configs/demo-proxy-bpe.yaml")
 STABILITY_SPECS = ["gzip", "bpe-bytes:vocab=4096,order=gray", "bpe:vocab=4096"]
 EVAL_DOCS = 192  # held-out pieces (~62 kB of the stdlib at 352-byte pieces), as in the CPU study
-PROMPTS = ["import ", "    def __init__(self"]
+PROMPTS = ["class Parser:\n    def ", "    for i in range("]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,7 +146,7 @@ def evaluate_model(checkpoint: Path, sets: dict[str, list[tuple[str, bytes]]]) -
         print(f"bits per byte, {name} ({len(result.documents)} documents, {result.raw_bytes:,} bytes): {result.bpb:.3f}")
     samples = Generator.from_checkpoint(checkpoint).complete(PROMPTS, max_bytes=120, temperature=0.0)
     for prompt, sample in zip(PROMPTS, samples):
-        print(f"greedy sample:\n{prompt}{sample}")
+        print(f"greedy sample:\n{prompt}{shown(sample)}")
     return scores
 
 
@@ -156,6 +156,12 @@ def print_comparison(scores: dict[str, dict[str, float]], flops: float) -> None:
     print(f"{'model':<20}" + "".join(f"{n:>18}" for n in names))
     for model, row in scores.items():
         print(f"{model:<20}" + "".join(f"{row[n]:>18.3f}" for n in names))
+
+
+def shown(text: str) -> str:
+    """Generated text safe to print: control characters other than newline and tab escaped, so a
+    stray carriage return or terminal escape from a young model can't rewrite the log."""
+    return "".join(c if c in "\n\t" or c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def fmt(value: float | None) -> str:
