@@ -28,7 +28,7 @@ def test_demo_runs_every_phase_and_logs_lines_not_progress_bars(tmp_path, monkey
     out, err = capfd.readouterr()
     assert status == 0, err[-2000:]
     for phase in ("1/4 prepare", "2/4 stability", "3/4 train: small proxy model, 2 steps", "4/4 evaluate",
-                  "3/4 train: byte-only model of the same FLOPs", "raw bits per byte at"):
+                  "+ train: byte-only model of the same compute", "+ evaluate", "raw bits per byte at"):
         assert f"== {phase}" in out
     assert re.search(r"bits per byte, held-out stdlib \(2 documents, [\d,]+ bytes\): \d+\.\d{3}", out)
     assert re.search(r"bits per byte, HumanEval \(164 documents, [\d,]+ bytes\): \d+\.\d{3}", out)

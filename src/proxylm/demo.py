@@ -31,7 +31,7 @@ PROMPTS = ["class Parser:\n    def ", "    for i in range("]
 def main(argv: list[str] | None = None) -> int:
     from proxylm.cli import run_guarded
 
-    parser = argparse.ArgumentParser(prog="python -m proxylm.demo", description="prepare, probe, train and evaluate the tiny proxy model")
+    parser = argparse.ArgumentParser(prog="python -m proxylm.demo", description="prepare, probe, train and evaluate a small proxy model")
     parser.add_argument("--steps", type=int, help=f"training steps (default: run.max_steps of {DEMO_CONFIG})")
     parser.add_argument("--compare-bytes", action="store_true",
                         help="then train the byte-only model of the same compute and score it on the same sets")
@@ -52,7 +52,7 @@ def demo(overrides: list[str], compare_bytes: bool = False) -> int:
     sets = eval_sets(cfg, manifest)
     scores = {"proxy (demo)": evaluate_model(result.checkpoint, sets)}
     if compare_bytes:
-        scores["bytes, same FLOPs"] = evaluate_model(train_bytes_twin(cfg, result.flops).checkpoint, sets)
+        scores["bytes, same FLOPs"] = evaluate_model(train_bytes_twin(cfg, result.flops).checkpoint, sets, phase="+")
         print_comparison(scores, result.flops)
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s")
     print(f"next: proxylm eval bpb --ckpt {result.checkpoint} --corpus stdlib      # every held-out file, whole")
@@ -96,10 +96,11 @@ def probe_stability(cfg) -> None:
     print(report.table())
 
 
-def train_model(cfg, title: str = "small proxy model"):
+def train_model(cfg, title: str = "small proxy model", phase: str = "3/4"):
     from proxylm.train.trainer import train
 
-    banner(f"3/4 train: {title}, {cfg.run.max_steps or 'FLOP-bounded'} steps (config {DEMO_CONFIG})")
+    length = f"{cfg.run.max_steps} steps" if cfg.run.max_steps else f"{cfg.run.max_flops:.3g} FLOPs"
+    banner(f"{phase} train: {title}, {length} (config {DEMO_CONFIG})")
     result = train(cfg)
     print(f"final loss on raw positions        {fmt(result.loss_raw)} nats/symbol")
     print(f"final loss on compressed positions {fmt(result.loss_compressed)} nats/symbol")
@@ -119,7 +120,7 @@ def train_bytes_twin(cfg, flops: float):
     twin = copy.deepcopy(cfg)
     twin.schedule = bytes_baseline()
     twin.run.out, twin.run.max_steps, twin.run.max_flops = f"{cfg.run.out}-bytes", None, flops
-    return train_model(twin, title="byte-only model of the same FLOPs")
+    return train_model(twin, title="byte-only model of the same compute", phase="+")
 
 
 def eval_sets(cfg, manifest: dict) -> dict[str, list[tuple[str, bytes]]]:
@@ -133,11 +134,11 @@ def eval_sets(cfg, manifest: dict) -> dict[str, list[tuple[str, bytes]]]:
     return {"held-out stdlib": stdlib, "HumanEval": humaneval}
 
 
-def evaluate_model(checkpoint: Path, sets: dict[str, list[tuple[str, bytes]]]) -> dict[str, float]:
+def evaluate_model(checkpoint: Path, sets: dict[str, list[tuple[str, bytes]]], phase: str = "4/4") -> dict[str, float]:
     from proxylm.evaluate.bpb import EvalCheckpoint, evaluate_bpb
     from proxylm.evaluate.generate import Generator
 
-    banner(f"4/4 evaluate {checkpoint} on raw bytes only (the compressor is not used)")
+    banner(f"{phase} evaluate {checkpoint} on raw bytes only (the compressor is not used)")
     model = EvalCheckpoint.load(checkpoint).model
     scores = {}
     for name, docs in sets.items():
