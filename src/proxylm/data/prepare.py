@@ -699,4 +699,4 @@ def _printer(enabled: bool) -> Callable[[str], None]:
 def _progress_bar(corpus: Corpus, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=corpus.size_hint() or None, unit="B", unit_scale=True, desc="prepare", disable=not enabled, file=sys.stderr)
+    return tqdm(total=corpus.size_hint() or None, unit="B", unit_scale=True, desc="prepare", disable=None if enabled else True, file=sys.stderr)

@@ -275,7 +275,7 @@ def score(
     model.eval()
     pending: list[Window] = []
     owners: list[DocumentBPB] = []  # the document each window belongs to
-    bar = tqdm(desc="bpb", unit="doc", disable=not progress)
+    bar = tqdm(desc="bpb", unit="doc", disable=None if progress else True)
 
     def flush() -> None:
         for w, (nats, count) in zip(pending, window_nats(model, pending)):

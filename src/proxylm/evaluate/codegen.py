@@ -155,7 +155,7 @@ def generate_samples(
         raise ValueError(f"n and batch_size must be >= 1, got n={n}, batch_size={batch_size}")
     queue = [p for p in problems for _ in range(n)]
     samples: list[Sample] = []
-    with tqdm(total=len(queue), desc="generate", unit="sample", disable=not progress) as bar:
+    with tqdm(total=len(queue), desc="generate", unit="sample", disable=None if progress else True) as bar:
         for start in range(0, len(queue), batch_size):
             batch = queue[start : start + batch_size]
             completions = complete([p.prompt for p in batch])

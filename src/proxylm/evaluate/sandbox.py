@@ -158,7 +158,7 @@ def run_programs(
         raise ValueError(f"workers must be >= 1, got {workers}")
     isolation = sandbox_isolation(limits)  # refuse before the first program, not in a worker
     results: list[ExecResult | None] = [None] * len(sources)
-    with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(total=len(sources), desc=desc, unit="prog", disable=not progress) as bar:
+    with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(total=len(sources), desc=desc, unit="prog", disable=None if progress else True) as bar:
         futures = {pool.submit(_run, source, limits, isolation): i for i, source in enumerate(sources)}
         try:
             for future in as_completed(futures):

@@ -163,7 +163,7 @@ def greedy_bodies(
         return accept
 
     rows = [Row(p.prompt(direction).tolist(), len(p.target(direction)), collector(b)) for p, b in zip(selected, bodies)]
-    with tqdm(total=len(rows), desc=f"translate {direction.value}", unit="doc", disable=not progress) as bar:
+    with tqdm(total=len(rows), desc=f"translate {direction.value}", unit="doc", disable=None if progress else True) as bar:
         for start in range(0, len(rows), batch_size):
             for _ in decode_rows(model, rows[start : start + batch_size], allowed_ids):
                 pass

@@ -185,7 +185,7 @@ def measure(spec: str, compressor: Compressor, pairs: list[tuple[bytes, bytes]],
 
     distances = []
     raw_bytes = symbols = 0
-    for original, edited in tqdm(pairs, desc=spec, unit="doc", disable=not progress, file=sys.stderr):
+    for original, edited in tqdm(pairs, desc=spec, unit="doc", disable=None if progress else True, file=sys.stderr):
         a = compressor.encode(original)
         distances.append(normalized_distance(a, compressor.encode(edited)))
         raw_bytes += len(original)
