@@ -361,6 +361,19 @@ def test_findings_cover_each_code_set_beside_the_held_out_documents():
     assert verdict_of(rows, "proxies below bytes", "mbpp").startswith("not resolved")
 
 
+def test_the_setup_states_each_arms_cost_per_position_against_bytes():
+    from proxylm.study.report import Row, position_cost_lines
+
+    def row(arm, flops, symbols):
+        return Row("tiny", arm, [{"seed": 0, "bpb": 3.0, "train": {"flops": flops, "symbols": symbols}}])
+
+    rows = [row(Arm.BYTES, 4e12, 1e5), row(Arm.PROXY_BPE, 4e12, 8.5e4), row(Arm.PROXY_NEURAL, 4e12, 3.2e4)]
+    assert position_cost_lines(rows) == [
+        "- FLOPs per position at tiny, relative to bytes (4e+07): proxy-bpe 1.18x, proxy-neural 3.12x; "
+        "at equal FLOPs an arm trains on that many times fewer positions."]
+    assert position_cost_lines(rows[1:]) == []  # nothing to compare against without the byte baseline
+
+
 def hand_result(arm: str, seed: int, bpb: float, wall_s: float) -> dict:
     """A result.json as the evaluate part writes it, with a two-point curve."""
     return {

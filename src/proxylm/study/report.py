@@ -325,6 +325,7 @@ def setup_lines(cfg: StudyConfig, rows: list[Row]) -> list[str]:
              f"lr {t.optim.lr:g}, warm-up {t.optim.warmup_steps} steps, cosine to {t.optim.min_lr_ratio:g}x, "
              f"weight decay {t.optim.weight_decay:g}, {t.run.dtype.value}, heads {t.model.n_main_heads or 1} main + {t.model.n_raw_heads or 0} raw.",
              f"- Compressors: {compressor_text(cfg, rows)}.",
+             *position_cost_lines(rows),
              f"- Machine: {machine()}.", "",
              "| size | preset | non-embedding params (all heads; byte model to largest vocabulary) | budget per arm | seeds | arms |", "|---|---|---|---|---|---|"]
     for size in cfg.sizes:
@@ -334,6 +335,27 @@ def setup_lines(cfg: StudyConfig, rows: list[Row]) -> list[str]:
         arms = ", ".join(a.value for a in (size.arms or cfg.arms))
         lines.append(f"| {size.label} | {size.preset} | {params} | {budget} | {size.seeds or cfg.seeds} | {arms} |")
     return lines + [""]
+
+
+def flops_per_position(row: Row) -> float | None:
+    flops, symbols = row.mean("train", "flops"), row.mean("train", "symbols")
+    return flops / symbols if flops and symbols else None
+
+
+def position_cost_lines(rows: list[Row]) -> list[str]:
+    """Per size, each arm's training FLOPs per position relative to the byte baseline's: an arm
+    whose vocabulary is larger (the token ids, 16-bit neural windows) pays more per position, so
+    at the same FLOPs it trains on proportionally fewer positions."""
+    lines = []
+    for size in dict.fromkeys(row.size for row in rows):
+        costs = {row.arm: c for row in rows if row.size == size and (c := flops_per_position(row))}
+        base = costs.get(Arm.BYTES)
+        if base is None or len(costs) < 2:
+            continue
+        ratios = ", ".join(f"{arm.value} {cost / base:.2f}x" for arm, cost in costs.items() if arm is not Arm.BYTES)
+        lines.append(f"- FLOPs per position at {size}, relative to bytes ({base:.3g}): {ratios}; "
+                     "at equal FLOPs an arm trains on that many times fewer positions.")
+    return lines
 
 
 def used_proxies(rows: list[Row]) -> list[Proxy]:
