@@ -374,6 +374,14 @@ def test_the_setup_states_each_arms_cost_per_position_against_bytes():
     assert position_cost_lines(rows[1:]) == []  # nothing to compare against without the byte baseline
 
 
+def test_the_setup_lists_extra_seeds_beside_the_size_seeds():
+    from proxylm.study.report import seeds_text
+
+    assert seeds_text([0, 1], {}) == "[0, 1]"
+    assert seeds_text([0, 1], {"bytes": [2], "raw-only": [2], "proxy-gzip": [2, 3]}) == (
+        "[0, 1]; also [2] for bytes, raw-only; also [2, 3] for proxy-gzip")
+
+
 def hand_result(arm: str, seed: int, bpb: float, wall_s: float) -> dict:
     """A result.json as the evaluate part writes it, with a two-point curve."""
     return {

@@ -333,8 +333,16 @@ def setup_lines(cfg: StudyConfig, rows: list[Row]) -> list[str]:
         params = f"{min(counts):,.0f}–{max(counts):,.0f}" if counts else "–"
         budget = f"{size.flops:.3g} FLOPs" if size.flops else f"{size.symbols:,} symbols"
         arms = ", ".join(a.value for a in (size.arms or cfg.arms))
-        lines.append(f"| {size.label} | {size.preset} | {params} | {budget} | {size.seeds or cfg.seeds} | {arms} |")
+        lines.append(f"| {size.label} | {size.preset} | {params} | {budget} | {seeds_text(size.seeds or cfg.seeds, size.extra_seeds)} | {arms} |")
     return lines + [""]
+
+
+def seeds_text(seeds: list[int], extra: dict[str, list[int]]) -> str:
+    """E.g. '[0, 1]; also [2] for bytes, proxy-bpe'."""
+    by_seeds: dict[str, list[str]] = {}
+    for arm, more in extra.items():
+        by_seeds.setdefault(str(more), []).append(arm)
+    return "; ".join([str(seeds), *(f"also {more} for {', '.join(arms)}" for more, arms in by_seeds.items())])
 
 
 def flops_per_position(row: Row) -> float | None:
