@@ -13,7 +13,7 @@ from conftest import write_stdlib_jsonl
 import torch
 from safetensors.torch import load_file
 
-from proxylm.config import ConfigError, dump_yaml
+from proxylm.config import ConfigError
 from proxylm.data.prepare import prepare
 from proxylm.errors import UserError
 from proxylm.model_io import load_model

@@ -132,7 +132,7 @@ def train_config(rig: Rig, shards: Path, out: Path, *overrides: str):
         "schedule.phases=[{mode: translation, order: random, rate_start: 0.4, rate_end: 0.9, fraction: 0.2}, "
         "{mode: sentinel, rate_start: 0.9}]",
         f"pack.seq_len={s.seq_len}", f"pack.batch_size={s.batch_size}", *model,
-        f"optim.lr=1.0e-3", f"optim.warmup_steps={max(1, s.train_steps // 10)}",
+        "optim.lr=1.0e-3", f"optim.warmup_steps={max(1, s.train_steps // 10)}",
         f"dist.device={rig.device.type}", f"run.out={out}", f"run.max_steps={s.train_steps}",
         f"run.log_every={s.log_every}", f"run.compile={str(s.compile).lower()}", "run.dtype=bf16", "run.plot=false",
         *peak, *overrides,
