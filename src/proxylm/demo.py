@@ -10,8 +10,8 @@
 `make demo COMPARE=1` (`--compare-bytes`) then trains the byte-only model of the same compute and
 scores it on the same sets. `make demo STEPS=N` (`--steps N`) trains N steps instead of the
 config's. Other arguments are dotted config overrides for the training run (`python -m proxylm.demo
-model.dim=192`). Progress bars show on a terminal only; written to a file or a pipe, the demo logs
-a few lines per phase.
+model.dim=192`). Progress bars show on a terminal only (each bar's own rule); written to a file or
+a pipe, the demo logs a few lines per phase.
 """
 
 from __future__ import annotations
@@ -64,17 +64,12 @@ def banner(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
-def on_terminal() -> bool:
-    """Progress bars (on stderr) only for a person watching; a log file gets the summary lines."""
-    return sys.stderr.isatty()
-
-
 def prepare_corpus(cfg) -> dict:
     from proxylm.data.prepare import prepare
 
     banner(f"1/4 prepare: corpus '{cfg.data.corpus}' -> {cfg.data.compressor} shards in {cfg.data.shards}")
     options = cfg.data.prepare_options() | {"workers": 2}
-    manifest = prepare(cfg.data.corpus, cfg.data.compressor, cfg.data.shards, progress=on_terminal(), **options)
+    manifest = prepare(cfg.data.corpus, cfg.data.compressor, cfg.data.shards, progress=True, **options)
     skipped = ", ".join(f"{k} {v}" for k, v in manifest["skipped"].items() if v) or "none"
     print(f"{'documents':<14}{manifest['documents']:>14,}")
     print(f"{'raw bytes':<14}{manifest['raw_bytes']:>14,}")
@@ -92,7 +87,7 @@ def probe_stability(cfg) -> None:
     config = StabilityConfig(
         corpus=CorpusConfig(source=cfg.data.corpus), compressors=STABILITY_SPECS, docs=60, fit_bytes=4_000_000
     )
-    report = run_probe(config, progress=on_terminal())
+    report = run_probe(config, progress=True)
     print(report.table())
 
 
@@ -142,7 +137,7 @@ def evaluate_model(checkpoint: Path, sets: dict[str, list[tuple[str, bytes]]], p
     model = EvalCheckpoint.load(checkpoint).model
     scores = {}
     for name, docs in sets.items():
-        result = evaluate_bpb(model, docs, progress=on_terminal())  # the window: the longest span trained on
+        result = evaluate_bpb(model, docs, progress=True)  # the window: the longest span trained on
         scores[name] = result.bpb
         print(f"bits per byte, {name} ({len(result.documents)} documents, {result.raw_bytes:,} bytes): {result.bpb:.3f}")
     samples = Generator.from_checkpoint(checkpoint).complete(PROMPTS, max_bytes=120, temperature=0.0)
