@@ -15,7 +15,8 @@ from datatrove.pipeline.readers import JsonlReader
 from proxylm.cli import main as cli_main
 from proxylm.data.corpus import CorpusConfig, split_of
 from proxylm.data.datatrove_step import MergeManifest, WriteShards, plan
-from proxylm.data.prepare import PrepareConfig, merge_tasks
+from proxylm.data.prepare import PrepareConfig
+from proxylm.data.prepare_tasks import merge_tasks
 from proxylm.data.shards import MANIFEST, Shards, ShardsError
 
 OPTIONS = ["--val-fraction", "0.2", "--shard-docs", "8", "--max-piece-bytes", "2048"]

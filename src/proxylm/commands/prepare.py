@@ -46,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from proxylm.data.corpus import CorpusConfig
-    from proxylm.data.prepare import PrepareConfig, run_prepare, run_prepare_ranks
+    from proxylm.data.prepare import PrepareConfig, run_prepare
+    from proxylm.data.prepare_tasks import run_prepare_ranks
 
     config = PrepareConfig(
         corpus=CorpusConfig(

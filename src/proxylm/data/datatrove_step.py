@@ -36,7 +36,8 @@ from datatrove.pipeline.base import PipelineStep
 
 from proxylm.config import ConfigError
 from proxylm.data.corpus import Corpus, CorpusConfig, Document, Skips, accept_text
-from proxylm.data.prepare import TASKS_DIR, PrepareConfig, TaskPlan, merge_tasks, plan_tasks, run_task
+from proxylm.data.prepare import PrepareConfig
+from proxylm.data.prepare_tasks import TASKS_DIR, TaskPlan, merge_tasks, plan_tasks, run_task
 
 LAYOUT = "datatrove"  # tasks take whole files (proxylm's reader) or whatever the reader gives them
 

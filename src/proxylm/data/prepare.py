@@ -17,10 +17,7 @@ Design choices:
   A fitted compressor is saved with a random fit id; a re-run with the same options reloads it.
 - Idempotent: every shard records the run's fingerprint (options, compressor config, fit id)
   and a hash of its documents; a re-run reuses the shards that match and rewrites the others.
-- Tasks (datatrove, see proxylm.data.datatrove_step; torchrun, see `run_prepare_ranks`): the
-  compressor is fitted once and saved with a plan (out/tasks/plan.json); task r writes shards
-  `shard-<r>-<k>` and then a record out/tasks/task-<r>.json; `merge_tasks` writes the manifest once
-  every record is there. Contents equal the one-process prepare's; only the shard layout differs.
+- Tasks (datatrove, torchrun): see proxylm.data.prepare_tasks; the same pipeline, one per task.
 - Atomic: shards appear by directory rename; the manifest is written last and deleted before
   anything it lists is changed, so a prepare killed at any moment never leaves a directory
   that `Shards.open` accepts with partial or mixed data.
@@ -37,10 +34,9 @@ import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +51,6 @@ from proxylm.data.corpus import (
     CorpusConfig,
     CorpusError,
     Document,
-    SkipReason,
     Split,
     cut_pieces,
     iter_split,
@@ -67,22 +62,19 @@ from proxylm.data.shards import (
     FORMAT_VERSION,
     MANIFEST,
     ContentHash,
-    ShardsError,
     ShardWriter,
     finished_shard,
     read_json,
-    read_manifest,
     remove_temporaries,
     shard_name,
 )
-from proxylm.config import ConfigError, from_dict, to_dict
+from proxylm.config import ConfigError
 from proxylm.io import atomic_write_json
 from proxylm.vocab import id_dtype
 
 COMPRESSOR_STATE = "compressor.json"  # the fitted compressor's config and fit id, for re-runs
 CHUNK_BYTES = 1 << 20  # unit of work sent to a worker: large enough to amortise pickling
 CHUNK_DOCS = 512
-TASKS_DIR, PLAN = "tasks", "plan.json"  # multi-task prepares: out/tasks/plan.json and one task-<rank>.json per task
 
 
 @dataclass
@@ -169,12 +161,12 @@ def prepare(
 
 
 def run_prepare(config: PrepareConfig, *, progress: bool = False) -> dict[str, Any]:
-    """Prepare in this process and its workers (`run_prepare_ranks` is the torchrun form)."""
+    """Prepare in this process and its workers (proxylm.data.prepare_tasks.run_prepare_ranks is the torchrun form)."""
     start = time.perf_counter()
-    say = _printer(progress)
-    corpus, out, state, fingerprint = _begin(config, say)
+    say = printer(progress)
+    corpus, out, state, fingerprint = begin_prepare(config, say)
     saved = compress.load(state["config"], out)  # encode with what Shards.compressor() will give back
-    pipeline = _ShardPipeline(config, out, saved, state["config"], fingerprint)
+    pipeline = ShardPipeline(config, out, saved, state["config"], fingerprint)
     with pipeline, _progress_bar(corpus, progress) as bar:
         for doc in corpus:
             for piece in cut_pieces(doc, config.max_piece_bytes):
@@ -187,10 +179,10 @@ def run_prepare(config: PrepareConfig, *, progress: bool = False) -> dict[str, A
     remove_stale_shards(out, entries)
     tally = Tally(pipeline.source_documents, corpus.skipped_counts(), pipeline.written, pipeline.reused)
     manifest = build_manifest(config, state, fingerprint, saved.alphabet_size, entries, tally, corpus.describe())
-    return _finish(out, manifest, start)
+    return finish_prepare(out, manifest, start)
 
 
-def _begin(config: PrepareConfig, say: Callable[[str], None], **layout: Any) -> tuple[Corpus, Path, dict[str, Any], str]:
+def begin_prepare(config: PrepareConfig, say: Callable[[str], None], **layout: Any) -> tuple[Corpus, Path, dict[str, Any], str]:
     """Open the corpus, fit or load the compressor into `out`; returns (corpus, out, compressor state,
     fingerprint). `layout` (how tasks share the corpus) enters the fingerprint: it changes the shards."""
     corpus = Corpus(config.corpus)  # resolves the source now: a missing path fails before any work
@@ -207,7 +199,7 @@ def _begin(config: PrepareConfig, say: Callable[[str], None], **layout: Any) -> 
     return corpus, out, state, fingerprint
 
 
-def _finish(out: Path, manifest: dict[str, Any], start: float) -> dict[str, Any]:
+def finish_prepare(out: Path, manifest: dict[str, Any], start: float) -> dict[str, Any]:
     manifest["run"]["seconds"] = round(time.perf_counter() - start, 3)
     manifest["run"]["bytes_per_s"] = round(manifest["raw_bytes"] / max(manifest["run"]["seconds"], 1e-9), 1)
     atomic_write_json(out / MANIFEST, manifest)
@@ -299,7 +291,7 @@ class _Slot:
     nbytes: int = 0
 
 
-class _ShardPipeline:
+class ShardPipeline:
     """Routes documents to per-split shards, encodes them (in workers), writes them in order."""
 
     def __init__(
@@ -324,7 +316,7 @@ class _ShardPipeline:
         for split in Split:
             remove_temporaries(out / split.value, task)
 
-    def __enter__(self) -> "_ShardPipeline":
+    def __enter__(self) -> "ShardPipeline":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -462,139 +454,6 @@ def remove_stale_shards(out: Path, entries: dict[Split, list[dict[str, Any]]]) -
                     shutil.rmtree(path, ignore_errors=True)
 
 
-# ---- prepare in tasks (datatrove, torchrun) ---------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TaskPlan:
-    """What the tasks of one multi-task prepare share, written to out/tasks/plan.json before any
-    task starts: each task reads it, encodes with the compressor saved there, and leaves a record."""
-
-    fingerprint: str
-    tasks: int
-    config: PrepareConfig
-    state: dict[str, Any]  # the compressor's saved state: its config, fit id and fit figures
-    corpus: dict[str, Any]  # what the manifest records about the source
-
-    def to_json(self) -> dict[str, Any]:
-        return {"fingerprint": self.fingerprint, "tasks": self.tasks, "config": to_dict(self.config), "state": self.state, "corpus": self.corpus}
-
-    @classmethod
-    def read(cls, out: str | Path) -> "TaskPlan":
-        data = read_json(Path(out) / TASKS_DIR / PLAN)
-        if data is None:
-            raise ShardsError(f"{out}: no {TASKS_DIR}/{PLAN}; plan the tasks first (proxylm.data.datatrove_step.plan)")
-        return cls(data["fingerprint"], data["tasks"], from_dict(PrepareConfig, data["config"]), data["state"], data["corpus"])
-
-
-def plan_tasks(config: PrepareConfig, tasks: int, layout: str, *, progress: bool = False) -> TaskPlan:
-    """Fit or load the compressor once (exactly as `prepare` does) and write the plan the tasks read.
-    `layout` names how tasks share the documents; it enters the fingerprint (it changes the shards)."""
-    if tasks < 1:
-        raise ConfigError(f"tasks must be >= 1, got {tasks}")
-    corpus, out, state, fingerprint = _begin(config, _printer(progress), tasks=tasks, layout=layout)
-    plan = TaskPlan(fingerprint, tasks, config, state, corpus.describe())
-    atomic_write_json(out / TASKS_DIR / PLAN, plan.to_json())
-    return plan
-
-
-def run_task(plan: TaskPlan, rank: int, docs: Iterable[Document], skipped: Callable[[], dict[str, int]], workers: int = 1) -> dict[str, Any]:
-    """Write task `rank`'s documents into its own shards (`shard-<rank>-<index>`) and record them in
-    out/tasks/task-<rank>.json; a re-run reuses the task's finished shards that still match."""
-    out = Path(plan.config.out)
-    record_path = out / TASKS_DIR / _task_record(rank)
-    record_path.unlink(missing_ok=True)
-    compressor = compress.load(plan.state["config"], out)
-    config = replace(plan.config, workers=workers)
-    pipeline = _ShardPipeline(config, out, compressor, plan.state["config"], plan.fingerprint, task=rank)
-    with pipeline:
-        for doc in docs:
-            for piece in cut_pieces(doc, config.max_piece_bytes):
-                pipeline.add(piece)
-    record = {
-        "fingerprint": plan.fingerprint,
-        "rank": rank,
-        "splits": {split.value: entries for split, entries in pipeline.entries.items()},
-        "documents": {split.value: n for split, n in pipeline.source_documents.items()},
-        "skipped": skipped(),
-        "written": pipeline.written,
-        "reused": pipeline.reused,
-    }
-    atomic_write_json(record_path, record)
-    return record
-
-
-def merge_tasks(out: str | Path, *, start: float | None = None, **run: Any) -> dict[str, Any]:
-    """Once every task has finished: the manifest over all tasks' shards (written to out/manifest.json).
-    `start` (a perf_counter time) dates the run's seconds; `run` adds to the manifest's run section."""
-    start = time.perf_counter() if start is None else start
-    out = Path(out)
-    plan = TaskPlan.read(out)
-    records = [_task_record_of(out, plan, rank) for rank in range(plan.tasks)]
-    entries = {split: [e for r in records for e in r["splits"][split.value]] for split in Split}
-    tally = Tally(
-        documents={split: sum(r["documents"][split.value] for r in records) for split in Split},
-        skipped={reason.value: sum(r["skipped"].get(reason.value, 0) for r in records) for reason in SkipReason},
-        written=sum(r["written"] for r in records),
-        reused=sum(r["reused"] for r in records),
-    )
-    if not any(e["documents"] for split in entries.values() for e in split):
-        raise CorpusError(f"corpus '{plan.config.corpus.source}': no usable documents in any of {plan.tasks} tasks")
-    remove_stale_shards(out, entries)
-    alphabet_size = compress.load(plan.state["config"], out).alphabet_size
-    manifest = build_manifest(plan.config, plan.state, plan.fingerprint, alphabet_size, entries, tally, plan.corpus, tasks=plan.tasks, **run)
-    return _finish(out, manifest, start)
-
-
-def _task_record(rank: int) -> str:
-    return f"task-{rank:05d}.json"
-
-
-def _task_record_of(out: Path, plan: TaskPlan, rank: int) -> dict[str, Any]:
-    record = read_json(out / TASKS_DIR / _task_record(rank))
-    if record is None or record.get("fingerprint") != plan.fingerprint:
-        raise ShardsError(
-            f"{out}: task {rank} of {plan.tasks} has not finished ({TASKS_DIR}/{_task_record(rank)} is missing or from "
-            "another run); run the tasks again (finished ones are skipped), then merge"
-        )
-    return record
-
-
-def run_prepare_ranks(config: PrepareConfig, *, progress: bool = False) -> dict[str, Any]:
-    """One rank of `torchrun ... proxylm prepare` (every rank calls it): rank r encodes documents r, r + W, r + 2W, ... into
-    its own shards; rank 0 fits the compressor first and writes the manifest after the others.
-
-    Every rank reads the whole corpus (reading is cheap next to a neural model's pass) and keeps
-    its slice by document index, so the shards' documents and symbols are those of one process;
-    only their order across shards differs. Barriers run on gloo: no tensors travel, and gloo
-    works on GPU nodes too."""
-    import torch.distributed as dist
-
-    start = time.perf_counter()
-    own_group = not dist.is_initialized()
-    if own_group:
-        # A rank's slice of a neural prepare can take hours; torchrun stops every rank when one fails.
-        dist.init_process_group("gloo", timeout=timedelta(days=1))
-    rank, world = dist.get_rank(), dist.get_world_size()
-    try:
-        if rank == 0:
-            plan_tasks(config, world, "documents", progress=progress)  # fits a trainable compressor once
-        dist.barrier()
-        plan = TaskPlan.read(config.out)
-        corpus = Corpus(plan.config.corpus)
-        mine = (doc for i, doc in enumerate(corpus) if i % world == rank)
-        # every rank sees every reject; rank 0 alone reports them
-        run_task(plan, rank, mine, lambda: corpus.skipped_counts() if rank == 0 else {}, workers=plan.config.workers)
-        dist.barrier()
-        if rank == 0:
-            merge_tasks(config.out, start=start, executor="torchrun")
-        dist.barrier()
-        return read_manifest(Path(config.out))
-    finally:
-        if own_group:
-            dist.destroy_process_group()
-
-
 # ---- the manifest ------------------------------------------------------------------------------
 
 
@@ -688,7 +547,7 @@ def _skips(corpus: Corpus) -> str:
     return "skipped: " + (", ".join(f"{k} {v}" for k, v in counts.items()) if counts else "none")
 
 
-def _printer(enabled: bool) -> Callable[[str], None]:
+def printer(enabled: bool) -> Callable[[str], None]:
     def say(message: str) -> None:
         if enabled:
             print(message, file=sys.stderr, flush=True)
