@@ -330,7 +330,7 @@ def setup_lines(cfg: StudyConfig, rows: list[Row]) -> list[str]:
              "| size | preset | non-embedding params (all heads; byte model to largest vocabulary) | budget per arm | seeds | arms |", "|---|---|---|---|---|---|"]
     for size in cfg.sizes:
         counts = [row.params for row in rows if row.size == size.label and row.params]
-        params = f"{min(counts):,.0f}–{max(counts):,.0f}" if counts else "–"
+        params = "–" if not counts else f"{min(counts):,.0f}" + (f"–{max(counts):,.0f}" if max(counts) > min(counts) else "")
         budget = f"{size.flops:.3g} FLOPs" if size.flops else f"{size.symbols:,} symbols"
         arms = ", ".join(a.value for a in (size.arms or cfg.arms))
         lines.append(f"| {size.label} | {size.preset} | {params} | {budget} | {seeds_text(size.seeds or cfg.seeds, size.extra_seeds)} | {arms} |")
