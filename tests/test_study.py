@@ -361,6 +361,24 @@ def test_findings_cover_each_code_set_beside_the_held_out_documents():
     assert verdict_of(rows, "proxies below bytes", "mbpp").startswith("not resolved")
 
 
+def test_the_size_trend_is_called_only_when_the_gap_moves_by_more_than_two_standard_errors():
+    from dataclasses import replace
+
+    def sized(size, params, bytes_bpb, proxy_bpb):
+        rows = [hand_row(Arm.BYTES, bytes_bpb), hand_row(Arm.PROXY_BPE, proxy_bpb)]
+        return [replace(row, size=size, results=[{**r, "params": params} for r in row.results]) for row in rows]
+
+    small = sized("small", 1e6, {0: 3.0, 1: 3.01, 2: 2.99}, {0: 3.8, 1: 3.82, 2: 3.78})  # gap +0.80 ± 0.006
+    shrinks = small + sized("tiny", 5e6, {0: 2.0, 1: 2.01, 2: 1.99}, {0: 2.6, 1: 2.62, 2: 2.58})  # +0.60 ± 0.006
+    assert verdict_of(shrinks, "grows with model size") == "agrees (the gap shrinks with size while both arms improve)"
+    grows = small + sized("tiny", 5e6, {0: 2.0, 1: 2.01, 2: 1.99}, {0: 3.0, 1: 3.02, 2: 2.98})  # +1.00
+    assert verdict_of(grows, "grows with model size").startswith("disagrees")
+    noisy = small + sized("tiny", 5e6, {0: 2.0, 1: 2.01, 2: 1.99}, {0: 2.5, 1: 3.0, 2: 2.7})  # +0.73 ± 0.15
+    assert verdict_of(noisy, "grows with model size").startswith("not resolved")
+    stalled = small + sized("tiny", 5e6, {0: 3.1, 1: 3.11, 2: 3.09}, {0: 3.7, 1: 3.72, 2: 3.68})  # bytes no better
+    assert "undertrained" in verdict_of(stalled, "grows with model size")
+
+
 def test_the_setup_states_each_arms_cost_per_position_against_bytes():
     from proxylm.study.report import Row, position_cost_lines
 

@@ -17,7 +17,9 @@ Design choices:
   order and initial weights, so two arms are compared paired: over the seeds both have,
   d_s = BPB_a(s) - BPB_b(s), reported as mean(d) ± sd(d)/sqrt(n) with n. A difference is called
   resolved when |mean(d)| exceeds twice that standard error; with fewer than two common seeds no
-  spread is measured and the report says so instead of a verdict.
+  spread is measured and the report says so instead of a verdict. The trend with size is called
+  the same way: the change of the paired gap from one size to the next against the two sizes'
+  standard errors combined.
 - Findings compare this study with the paper's claims (DESIGN.md sections 1, 3, 4): proxy vs
   bytes and its trend with size, transfer (raw-only minus proxy-bpe), gzip, pairing, ids vs
   ids-as-bytes, the stability order. Each says what was measured and whether the claim holds.
@@ -206,25 +208,38 @@ def compute_findings(rows: list[Row], stability: dict[str, Any] | None) -> list[
 
 def scale_trend(table: dict[tuple[str, Arm], Row], sizes: list[str], held_out: str = STDLIB) -> list[dict[str, str]]:
     """Does the proxy-bpe minus bytes gap shrink as the model grows, and is that the proxy getting
-    better rather than the byte baseline getting worse (an undertrained larger model)?"""
+    better rather than the byte baseline getting worse (an undertrained larger model)? Each size's
+    gap is paired by seed; a change between sizes counts when it exceeds two standard errors
+    (the sizes' errors combined as independent)."""
     path = bpb_path(held_out)
-    points = sorted((table[(s, Arm.BYTES)].params or 0.0, s, table[(s, Arm.PROXY_BPE)].mean(*path), table[(s, Arm.BYTES)].mean(*path))
+    points = sorted((table[(s, Arm.BYTES)].params or 0.0, s, paired_difference(table[(s, Arm.PROXY_BPE)], table[(s, Arm.BYTES)], held_out))
                     for s in sizes if (s, Arm.PROXY_BPE) in table and (s, Arm.BYTES) in table)
-    points = [p for p in points if p[2] is not None and p[3] is not None]
+    points = [(size, gap) for _, size, gap in points if gap.mean is not None]
     if len(points) < 2:
         return []
-    gaps = [proxy - byte for _, _, proxy, byte in points]
-    by_size = ", ".join(f"{s} {proxy:.3f} vs {byte:.3f} ({proxy - byte:+.3f})" for _, s, proxy, byte in points)
-    narrowing = all(later < earlier for earlier, later in zip(gaps, gaps[1:]))
-    bytes_improve = all(later[3] < earlier[3] for earlier, later in zip(points, points[1:]))
-    if not narrowing:
-        judged = "disagrees (the gap does not shrink with size)"
+    steps = [gap_change(earlier, later) for (_, earlier), (_, later) in zip(points, points[1:])]
+    by_size = ", ".join(f"{size} {gap.mean_a:.3f} vs {gap.mean_b:.3f} ({gap.text()})" for size, gap in points)
+    changes = "; ".join(f"{a} -> {b} {change:+.4f}" + (f" ± {se:.4f}" if se is not None else "")
+                        for (a, _), (b, _), (change, se) in zip(points, points[1:], steps))
+    bytes_improve = all(later.mean_b < earlier.mean_b for (_, earlier), (_, later) in zip(points, points[1:]))
+    if any(se is None for _, se in steps):
+        judged = ("gap shrinks" if all(change < 0 for change, _ in steps) else "gap does not shrink") + " with size; one common seed: no spread measured"
+    elif any(change > 2 * se for change, se in steps):
+        judged = "disagrees (the gap grows with size, beyond 2 standard errors)"
+    elif not all(change < -2 * se for change, se in steps):
+        judged = "not resolved (a change of the gap between sizes is within 2 standard errors)"
     elif bytes_improve:
         judged = "agrees (the gap shrinks with size while both arms improve)"
     else:
         judged = "gap shrinks, but partly because the byte baseline gets no better with size at this budget (undertrained larger models)"
     return [{"paper": "the proxy's advantage over bytes grows with model size", "size": "all", "held_out": held_out,
-             "measured": f"proxy-bpe vs bytes by size, small to large: {by_size}", "verdict": judged}]
+             "measured": f"proxy-bpe vs bytes by size, small to large: {by_size}; change of the gap: {changes}", "verdict": judged}]
+
+
+def gap_change(earlier: Difference, later: Difference) -> tuple[float, float | None]:
+    """How much a paired gap moves from one size to the next, and its standard error."""
+    se = math.hypot(earlier.se, later.se) if earlier.se is not None and later.se is not None else None
+    return later.mean - earlier.mean, se
 
 
 def stability_finding(stability: dict[str, Any]) -> dict[str, str]:
@@ -262,7 +277,8 @@ def markdown(cfg: StudyConfig, rows: list[Row], stability: dict[str, Any] | None
                   "the same ordering shows at this scale. Differences are paired by seed (the arms share each seed's data "
                   "order): mean of BPB_a(s) - BPB_b(s) over the seeds both arms have ± its standard error sd/sqrt(n). "
                   "A difference is resolved when it exceeds two standard errors; with fewer than two common seeds no "
-                  "spread is measured.", "",
+                  "spread is measured. The trend with size compares each size's paired gap with the next size's, "
+                  "their standard errors combined as independent.", "",
                   "| paper | size | held out | measured here | verdict |", "|---|---|---|---|---|"]
         lines += [f"| {f['paper']} | {f['size']} | {title(f['held_out'])} | {f['measured']} | {f['verdict']} |" for f in findings]
         lines.append("")
