@@ -105,7 +105,7 @@ def test_a_model_that_knows_the_answer_scores_exactly():
     report = probe_translation(model, DOCS, GZIP, max_doc_bytes=256)
     for direction in (report.forward, report.reverse):
         assert direction.documents == 3
-        assert direction.exact_match == 1.0 and direction.accuracy == 1.0
+        assert direction.exact_match == 1.0 and direction.accuracy == 1.0 and direction.written_share == 1.0
         assert direction.bpb == pytest.approx(0.0, abs=1e-12)
     # Without the compressed view the first bytes of a document are anyone's guess, even for this model.
     assert report.raw_bpb > 0.1
@@ -117,6 +117,7 @@ def test_a_model_that_knows_only_the_raw_view_writes_nothing_right_from_the_comp
     model = KnowsTheAnswer([layouts(doc[1])[2]])
     report = probe_translation(model, [doc], GZIP)
     assert report.forward.exact_match == 0.0 and report.forward.accuracy == 0.0
+    assert report.forward.written_share == 0.0  # it closes the view at once: nothing written, not wrong bytes
     assert report.raw_bpb == pytest.approx(0.0, abs=1e-12)
     assert report.forward.bpb > 10  # each byte costs ~50 nats against a confident wrong guess
 
@@ -174,6 +175,7 @@ def test_cli_probe_translate_writes_json(tmp_path, capsys):
     assert result["documents"] == 3 and result["compressor"] == "gzip"
     assert result["skipped"] == {"not_json": 1}
     assert {"exact_match", "byte_accuracy", "bpb_given_compressed", "raw_bpb", "raw_to_compressed"} <= set(result)
+    assert 0.0 <= result["compressed_to_raw"]["written"] <= 1.0
     assert "compressed -> raw" in capsys.readouterr().out
 
 

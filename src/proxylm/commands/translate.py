@@ -53,10 +53,11 @@ def run(args: argparse.Namespace) -> int:
     summary = {"ckpt": str(ckpt.path), "corpus": args.corpus, "compressor": compressor.name, **corpus.describe(),
                **report.to_dict()}
     forward, reverse = report.forward, report.reverse
-    print(f"compressed -> raw: exact {forward.exact_match:.3f}, byte accuracy {forward.accuracy:.3f}, "
-          f"bpb {forward.bpb:.4f} (plain raw view: {report.raw_bpb:.4f})")
-    print(f"raw -> compressed: exact {reverse.exact_match:.3f}, symbol accuracy {reverse.accuracy:.3f}, "
-          f"bits per raw byte {reverse.bpb:.4f}   ({forward.documents} documents of split {args.split.value})")
+    print(f"compressed -> raw: exact {forward.exact_match:.3f}, byte accuracy {forward.accuracy:.3f} "
+          f"(written {forward.written_share:.0%}), bpb {forward.bpb:.4f} (plain raw view: {report.raw_bpb:.4f})")
+    print(f"raw -> compressed: exact {reverse.exact_match:.3f}, symbol accuracy {reverse.accuracy:.3f} "
+          f"(written {reverse.written_share:.0%}), bits per raw byte {reverse.bpb:.4f}   "
+          f"({forward.documents} documents of split {args.split.value})")
     if report.skipped:
         print(f"skipped: {report.skipped}", file=sys.stderr)
     if args.json:

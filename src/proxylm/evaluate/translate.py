@@ -13,7 +13,8 @@ Design choices:
   and plain BPB share a unit. Greedy: decode as many ids as the reference body has (bytes
   restricted to byte ids, symbols to symbol ids; either may end its view early) and compare
   position by position: exact match of the whole body, and accuracy = matching positions /
-  reference length (a short output counts its missing positions as wrong).
+  reference length (a short output counts its missing positions as wrong). `written` = output
+  ids / reference ids says how much of that is a view closed early rather than wrong ids.
 - `raw_bpb` is the plain raw-view BPB of the same (cropped) documents: the gap between it and
   the forward BPB is what the compressed view tells the model about the bytes.
 - Documents are cropped to `max_doc_bytes` (at a UTF-8 boundary) before compressing, so a
@@ -57,6 +58,7 @@ class DirectionScore:
     exact: int = 0  # documents whose whole body was reproduced
     matched: int = 0  # body positions reproduced
     positions: int = 0  # body positions in the references
+    written: int = 0  # body positions the model wrote before closing the view (at most `positions`)
     nats: float = 0.0  # teacher-forced nats of the bodies
     raw_bytes: int = 0
 
@@ -69,11 +71,16 @@ class DirectionScore:
         return self.matched / self.positions if self.positions else float("nan")
 
     @property
+    def written_share(self) -> float:
+        return self.written / self.positions if self.positions else float("nan")
+
+    @property
     def bpb(self) -> float:
         return self.nats / (LN2 * self.raw_bytes) if self.raw_bytes else float("nan")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"exact_match": self.exact_match, "accuracy": self.accuracy, "bpb": self.bpb, "positions": self.positions}
+        return {"exact_match": self.exact_match, "accuracy": self.accuracy, "written": self.written_share, "bpb": self.bpb,
+                "positions": self.positions}
 
 
 @dataclass
@@ -203,6 +210,7 @@ def probe_translation(
             tally.documents += 1
             tally.matched += matched
             tally.positions += len(reference)
+            tally.written += min(len(written), len(reference))
             tally.exact += int(matched == len(reference) and len(written) == len(reference))
             tally.raw_bytes += len(pair.raw)
     _teacher_forced(model, selected, report, batch_size)
