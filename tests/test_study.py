@@ -188,7 +188,7 @@ def test_a_tiny_study_runs_in_parts_and_a_rerun_redoes_nothing(tmp_path, corpus,
     assert "| arm | seeds | stdlib BPB | HumanEval BPB | Δ bytes | MBPP BPB | Δ bytes |" in report
     summary = json.loads((out / "results.json").read_text())
     assert {row["arm"] for row in summary["rows"]} == set(ARMS_UNDER_TEST)
-    assert {f["held_out"] for f in summary["findings"]} == {"stdlib", "humaneval", "mbpp"}
+    assert {f["held_out"] for f in summary["findings"]} == {"stdlib", "humaneval", "mbpp", "translation"}  # translation: the alignment finding
     for name in ("bpb_vs_flops.png", "bpb_vs_raw_bytes.png", "stability.png", "translation.png"):
         assert (out / "figures" / name).read_bytes().startswith(PNG_MAGIC)
     stability = json.loads((out / "stability.json").read_text())
@@ -377,6 +377,25 @@ def test_the_size_trend_is_called_only_when_the_gap_moves_by_more_than_two_stand
     assert verdict_of(noisy, "grows with model size").startswith("not resolved")
     stalled = small + sized("tiny", 5e6, {0: 3.1, 1: 3.11, 2: 3.09}, {0: 3.7, 1: 3.72, 2: 3.68})  # bytes no better
     assert "undertrained" in verdict_of(stalled, "grows with model size")
+
+
+def test_alignment_is_read_from_the_translation_probe_paired_by_seed():
+    from proxylm.study.report import Row, compute_findings
+
+    def probed(arm, given, plain):
+        return Row("tiny", arm, [{"seed": s, "bpb": 3.0, "translation": {"bpb_given_compressed": g, "raw_bpb": p}}
+                                 for s, (g, p) in enumerate(zip(given, plain))])
+
+    def alignment(rows):
+        return [f for f in compute_findings(rows, None) if "aligns the views" in f["paper"]]
+
+    helps = alignment([probed(Arm.PROXY_BPE, [2.0, 2.11, 1.9], [2.5, 2.6, 2.4])])  # -0.5 each seed, whatever the seed's level
+    assert len(helps) == 1 and helps[0]["verdict"].startswith("holds")
+    hurts = alignment([probed(Arm.PROXY_BPE, [2.6, 2.71, 2.5], [2.5, 2.6, 2.4])])
+    assert hurts[0]["verdict"].startswith("does not hold")
+    noisy = alignment([probed(Arm.PROXY_BPE, [2.0, 2.9, 2.4], [2.5, 2.6, 2.4])])  # -0.5, +0.3, 0
+    assert noisy[0]["verdict"].startswith("not resolved")
+    assert alignment([probed(Arm.RAW_ONLY, [2.0, 2.1, 1.9], [2.5, 2.6, 2.4])]) == []  # the control never saw a compressed view
 
 
 def test_the_setup_states_each_arms_cost_per_position_against_bytes():

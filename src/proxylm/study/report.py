@@ -22,7 +22,8 @@ Design choices:
   standard errors combined.
 - Findings compare this study with the paper's claims (DESIGN.md sections 1, 3, 4): proxy vs
   bytes and its trend with size, transfer (raw-only minus proxy-bpe), gzip, pairing, ids vs
-  ids-as-bytes, the stability order. Each says what was measured and whether the claim holds.
+  ids-as-bytes, the stability order, alignment (does a compressed view in context lower the
+  BPB of its raw bytes, from the translation probe). Each says what was measured and whether the claim holds.
 - Learning curves: held-out BPB at each curve checkpoint against training FLOPs and against the
   raw bytes trained on by then (seeds averaged point by point), as plots and, for bytes,
   proxy-bpe and raw-only, a table.
@@ -201,6 +202,8 @@ def compute_findings(rows: list[Row], stability: dict[str, Any] | None) -> list[
     claim(Arm.PROXY_BPE_COOLDOWN, Arm.PROXY_BPE, "raw cool-down (p to 0 over the last 30%): the decay phase is unused in the paper", None)
     for held_out in sets:
         found.extend(scale_trend(table, sizes, held_out))
+    found.extend(alignment_finding(row) for row in rows  # raw-only, the control, never saw a compressed view
+                 if ARMS[row.arm].translation_probe and row.arm is not Arm.RAW_ONLY and row.by_seed("translation", "raw_bpb"))
     if stability and len({r["proxy"] for r in stability.get("rows", [])} & {"bpe", "neural", "gzip"}) > 1:
         found.append(stability_finding(stability))
     return found
@@ -234,6 +237,26 @@ def scale_trend(table: dict[tuple[str, Arm], Row], sizes: list[str], held_out: s
         judged = "gap shrinks, but partly because the byte baseline gets no better with size at this budget (undertrained larger models)"
     return [{"paper": "the proxy's advantage over bytes grows with model size", "size": "all", "held_out": held_out,
              "measured": f"proxy-bpe vs bytes by size, small to large: {by_size}; change of the gap: {changes}", "verdict": judged}]
+
+
+def alignment_finding(row: Row) -> dict[str, str]:
+    """Does the compressed view in context help predict the raw bytes (the translation probe's
+    teacher-forced BPB given the compressed view against the plain raw-view BPB, paired by seed)?"""
+    given, plain = row.by_seed("translation", "bpb_given_compressed"), row.by_seed("translation", "raw_bpb")
+    seeds = sorted(set(given) & set(plain))
+    d = [given[s] - plain[s] for s in seeds]
+    se = statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else None
+    diff = Difference(seeds, statistics.fmean(given[s] for s in seeds), statistics.fmean(plain[s] for s in seeds), statistics.fmean(d), se)
+    if diff.se is None:
+        judged = ("helps" if diff.mean < 0 else "does not help") + ", one seed: no spread measured"
+    elif not diff.resolved:
+        judged = "not resolved (within 2 standard errors)"
+    else:
+        judged = "holds (the view lowers the bytes' BPB)" if diff.mean < 0 else "does not hold (the bytes cost more after their compressed view)"
+    return {"paper": "the model aligns the views: a compressed view in context lowers the BPB of its raw bytes",
+            "size": row.size, "held_out": "translation",
+            "measured": f"{row.arm.value}: {diff.mean_a:.4f} given the compressed view vs {diff.mean_b:.4f} without: {diff.text(' BPB')}",
+            "verdict": judged}
 
 
 def gap_change(earlier: Difference, later: Difference) -> tuple[float, float | None]:
@@ -535,12 +558,15 @@ def translation_lines(rows: list[Row]) -> list[str]:
         return []
     lines = ["## Translation probe", "",
              "Compressed view in context, greedy raw bytes out (and the reverse); teacher-forced BPB of the raw bytes given the "
-             "compressed view beside the plain raw-view BPB of the same cropped documents. Means over seeds.", "",
-             "| size | arm | exact match | byte accuracy | BPB given compressed | raw BPB | reverse accuracy |", "|---|---|---|---|---|---|---|"]
+             "compressed view beside the plain raw-view BPB of the same cropped documents; written: the share of the reference "
+             "the model wrote before closing the raw view (trials evaluated before this was recorded show –). Means over seeds.", "",
+             "| size | arm | exact match | byte accuracy | written | BPB given compressed | raw BPB | reverse accuracy |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in probed:
         lines.append(
             f"| {row.size} | {row.arm.value} | {fmt(row.mean('translation', 'exact_match'), '.3f')} | "
-            f"{fmt(row.mean('translation', 'byte_accuracy'), '.3f')} | {fmt(row.mean('translation', 'bpb_given_compressed'))} | "
+            f"{fmt(row.mean('translation', 'byte_accuracy'), '.3f')} | {fmt(row.mean('translation', 'compressed_to_raw', 'written'), '.3f')} | "
+            f"{fmt(row.mean('translation', 'bpb_given_compressed'))} | "
             f"{fmt(row.mean('translation', 'raw_bpb'))} | {fmt(row.mean('translation', 'raw_to_compressed', 'accuracy'), '.3f')} |"
         )
     return lines + [""]
