@@ -130,7 +130,11 @@ class Difference:
 
 def paired_difference(a: Row, b: Row, held_out: str = STDLIB) -> Difference:
     """a minus b on `held_out`, over the seeds both rows have a score for."""
-    va, vb = a.by_seed(*bpb_path(held_out)), b.by_seed(*bpb_path(held_out))
+    return paired(a.by_seed(*bpb_path(held_out)), b.by_seed(*bpb_path(held_out)))
+
+
+def paired(va: dict[int, float], vb: dict[int, float]) -> Difference:
+    """seed -> value of a minus seed -> value of b, over the seeds both have."""
     seeds = sorted(set(va) & set(vb))
     if not seeds:
         return Difference([], None, None, None, None)
@@ -214,7 +218,6 @@ def scale_trend(table: dict[tuple[str, Arm], Row], sizes: list[str], held_out: s
     better rather than the byte baseline getting worse (an undertrained larger model)? Each size's
     gap is paired by seed; a change between sizes counts when it exceeds two standard errors
     (the sizes' errors combined as independent)."""
-    path = bpb_path(held_out)
     points = sorted((table[(s, Arm.BYTES)].params or 0.0, s, paired_difference(table[(s, Arm.PROXY_BPE)], table[(s, Arm.BYTES)], held_out))
                     for s in sizes if (s, Arm.PROXY_BPE) in table and (s, Arm.BYTES) in table)
     points = [(size, gap) for _, size, gap in points if gap.mean is not None]
@@ -242,11 +245,7 @@ def scale_trend(table: dict[tuple[str, Arm], Row], sizes: list[str], held_out: s
 def alignment_finding(row: Row) -> dict[str, str]:
     """Does the compressed view in context help predict the raw bytes (the translation probe's
     teacher-forced BPB given the compressed view against the plain raw-view BPB, paired by seed)?"""
-    given, plain = row.by_seed("translation", "bpb_given_compressed"), row.by_seed("translation", "raw_bpb")
-    seeds = sorted(set(given) & set(plain))
-    d = [given[s] - plain[s] for s in seeds]
-    se = statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else None
-    diff = Difference(seeds, statistics.fmean(given[s] for s in seeds), statistics.fmean(plain[s] for s in seeds), statistics.fmean(d), se)
+    diff = paired(row.by_seed("translation", "bpb_given_compressed"), row.by_seed("translation", "raw_bpb"))
     if diff.se is None:
         judged = ("helps" if diff.mean < 0 else "does not help") + ", one seed: no spread measured"
     elif not diff.resolved:
