@@ -558,7 +558,10 @@ def translation_lines(rows: list[Row]) -> list[str]:
     lines = ["## Translation probe", "",
              "Compressed view in context, greedy raw bytes out (and the reverse); teacher-forced BPB of the raw bytes given the "
              "compressed view beside the plain raw-view BPB of the same cropped documents; written: the share of the reference "
-             "the model wrote before closing the raw view (trials evaluated before this was recorded show –). Means over seeds.", "",
+             "the model wrote before closing the raw view (trials evaluated before this was recorded show –). Byte accuracy "
+             "compares position by position, so bytes any Python module shares (indentation, keywords) score without "
+             "reading the compressed view: raw-only, which never trained on one, is its floor, and only accuracy above "
+             "it shows the view was read. Means over seeds.", "",
              "| size | arm | exact match | byte accuracy | written | BPB given compressed | raw BPB | reverse accuracy |",
              "|---|---|---|---|---|---|---|---|"]
     for row in probed:
