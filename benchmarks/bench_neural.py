@@ -50,8 +50,9 @@ VAL_FRACTION = 0.02  # prepare's default split
 
 
 def make_corpus(source: str, out: Path, seed: int = 0) -> int:
-    """Write the compressor LM's training corpus: the train split of `source` cut into chunks of
-    32..160 bytes (proxylm.compress.byte_model.training_chunks), one JSONL record per chunk."""
+    """Write the compressor LM's training corpus: the train split of `source` cut into chunks as
+    long as the default coder's rows, 8..64 bytes (proxylm.compress.byte_model.training_chunks), one
+    JSONL record per chunk."""
     train = ((doc.id, doc.data) for doc in open_corpus(source) if split_of(doc.id, VAL_FRACTION) is Split.TRAIN)
     return write_training_chunks(train, out, np.random.default_rng(seed))
 

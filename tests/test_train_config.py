@@ -95,6 +95,18 @@ def test_shipped_configs_load_and_match_their_arm(path):
         assert (cfg.model.preset, cfg.optim.lr, cfg.optim.warmup_steps) == (size, peak, 500)
 
 
+@pytest.mark.parametrize("name", ["neural-compressor-tiny", "neural-compressor-40m"])
+def test_compressor_lm_configs_train_on_whole_coder_rows(name):
+    """The neural proxy's byte LM learns `<bos>` + a window: every chunk must reach the model
+    whole, from its `<bos>`, and be no longer than the coder's longest row."""
+    from proxylm.compress.byte_model import LONGEST_CHUNK
+    from proxylm.compress.neural import NeuralConfig
+
+    cfg = load_train_config(CONFIG_DIR / f"{name}.yaml")
+    assert LONGEST_CHUNK == NeuralConfig().longest_row
+    assert cfg.pack.whole_units and cfg.pack.seq_len >= LONGEST_CHUNK + 5  # <bos>, <eos>, a character's end
+
+
 def test_auto_precision_is_bf16_only_where_the_cpu_computes_it_natively(monkeypatch):
     import torch
 

@@ -200,11 +200,18 @@ def load_byte_model(path: str | Path, precision: Precision = Precision.FLOAT32) 
     return TransformerByteModel(model, precision)
 
 
-def training_chunks(doc: bytes, rng: np.random.Generator, shortest: int = 32, longest: int = 160) -> list[bytes]:
+SHORTEST_CHUNK = 8  # every training chunk teaches a window's first 8 bytes
+LONGEST_CHUNK = 64  # the default coder's longest row (proxylm.compress.neural.NeuralConfig.longest_row)
+
+
+def training_chunks(
+    doc: bytes, rng: np.random.Generator, shortest: int = SHORTEST_CHUNK, longest: int = LONGEST_CHUNK
+) -> list[bytes]:
     """Cut a document into consecutive chunks of random length in [shortest, longest], each cut
     moved forward to a UTF-8 character boundary. Windows start anywhere in a document, right
     after `<bos>`; a compressor LM trained on `<bos> chunk <eos>` learns exactly that (trained on
-    whole documents it would expect `<bos>` before a file's first byte only)."""
+    whole documents it would expect `<bos>` before a file's first byte only). `longest` should be
+    the coder's longest row, and most windows are a few bytes, so chunks start short."""
     chunks, start = [], 0
     while start < len(doc):
         end = min(start + int(rng.integers(shortest, longest + 1)), len(doc))
@@ -216,7 +223,8 @@ def training_chunks(doc: bytes, rng: np.random.Generator, shortest: int = 32, lo
 
 
 def write_training_chunks(
-    docs: Iterable[tuple[str, bytes]], out: str | Path, rng: np.random.Generator, shortest: int = 32, longest: int = 160
+    docs: Iterable[tuple[str, bytes]], out: str | Path, rng: np.random.Generator,
+    shortest: int = SHORTEST_CHUNK, longest: int = LONGEST_CHUNK,
 ) -> int:
     """Write a compressor LM's corpus: each (id, UTF-8 bytes) document's `training_chunks`, one
     JSONL record `{"id": "<id>#<k>", "text": ...}` per chunk, atomically. Trained in bytes mode,

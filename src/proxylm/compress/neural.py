@@ -105,6 +105,11 @@ class NeuralConfig:
     def row_context(self) -> int:
         return 0 if self.reset else self.context_bytes
 
+    @property
+    def longest_row(self) -> int:
+        """Bytes of the longest row the model scores after `<bos>`: a whole window and its context."""
+        return self.row_context + self.max_window_bytes
+
 
 @dataclass
 class _Windows:

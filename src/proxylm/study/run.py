@@ -60,7 +60,6 @@ STUDY_VERSION = 1
 STABILITY_FILE = "stability.json"
 CODE_SET_KEYS = ("code_sets", "code_docs")  # evaluation settings that only the code sets depend on
 CHUNKS_FILE = "chunks.jsonl"  # the neural proxy's byte LM's corpus, in its directory
-COMPRESSOR_LM_SHORTEST_CHUNK = 8  # shortest training chunk: every chunk teaches a window's first 8 bytes
 
 
 def is_main_process() -> bool:
@@ -169,13 +168,14 @@ def coder_chunks(cfg: StudyConfig) -> CoderChunks:
     coder does not reset the model at each window; most windows are a few bytes, so chunks start
     short."""
     from proxylm.compress import parse_spec
+    from proxylm.compress.byte_model import SHORTEST_CHUNK
     from proxylm.compress.neural import NeuralConfig
 
     params = parse_spec(cfg.compressors.neural)[1]
     known = {f.name for f in dataclasses.fields(NeuralConfig)}
     coder = from_dict(NeuralConfig, {k: v for k, v in params.items() if k in known}, prefix="compressors.neural.")
-    longest = coder.row_context + coder.max_window_bytes
-    return CoderChunks(shortest=min(COMPRESSOR_LM_SHORTEST_CHUNK, longest), longest=longest, seed=cfg.train.run.seed)
+    longest = coder.longest_row
+    return CoderChunks(shortest=min(SHORTEST_CHUNK, longest), longest=longest, seed=cfg.train.run.seed)
 
 
 def write_coder_chunks(bpe_shards: Path, chunks: CoderChunks, out: Path) -> int:
