@@ -134,13 +134,14 @@ def evaluate_model(checkpoint: Path, sets: dict[str, list[tuple[str, bytes]]], p
     from proxylm.evaluate.generate import Generator
 
     banner(f"{phase} evaluate {checkpoint} on raw bytes only (the compressor is not used)")
-    model = EvalCheckpoint.load(checkpoint).model
+    loaded = EvalCheckpoint.load(checkpoint)
+    model = loaded.model
     scores = {}
     for name, docs in sets.items():
         result = evaluate_bpb(model, docs, progress=True)  # the window: the longest span trained on
         scores[name] = result.bpb
         print(f"bits per byte, {name} ({len(result.documents)} documents, {result.raw_bytes:,} bytes): {result.bpb:.3f}")
-    samples = Generator.from_checkpoint(checkpoint).complete(PROMPTS, max_bytes=120, temperature=0.0)
+    samples = Generator.for_loaded(loaded).complete(PROMPTS, max_bytes=120, temperature=0.0)
     for prompt, sample in zip(PROMPTS, samples):
         print(f"greedy sample:\n{prompt}{shown(sample)}")
     return scores

@@ -184,9 +184,15 @@ class Generator:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None, speculative: bool = True):
         """A generator for a checkpoint, prompting it the way it was trained (see EvalCheckpoint)."""
-        from proxylm.evaluate.bpb import EvalCheckpoint, View
+        from proxylm.evaluate.bpb import EvalCheckpoint
 
-        ckpt = EvalCheckpoint.load(path, device=device or default_device())
+        return cls.for_loaded(EvalCheckpoint.load(path, device=device or default_device()), speculative)
+
+    @classmethod
+    def for_loaded(cls, ckpt, speculative: bool = True):
+        """A generator for an already loaded EvalCheckpoint."""
+        from proxylm.evaluate.bpb import View
+
         if ckpt.view.needs_compressor:
             raise UserError(
                 f"{ckpt.path} is a token model (trained on compressed symbols only): it cannot write raw bytes"
