@@ -454,6 +454,24 @@ def test_the_report_shows_code_sets_learning_curves_against_raw_bytes_and_wall_t
     assert (tmp_path / "figures/bpb_vs_raw_bytes.png").read_bytes().startswith(PNG_MAGIC)
 
 
+def test_missing_trials_are_estimated_from_the_same_arms_measured_wall_times():
+    from proxylm.study.report import Row, estimated_wall_s
+
+    cfg = load_study_config(None, ["arms=[bytes, proxy-bpe, proxy-gzip]", "seeds=[0]",
+                                   "sizes=[{preset: small, flops: 1.0e+12}, {preset: tiny, flops: 4.0e+12}, {preset: base, flops: 8.0e+12}]"])
+    small, tiny, base = cfg.sizes
+
+    def row(size, arm, train_s, eval_s):
+        return Row(size, arm, [{"seed": 0, "bpb": 3.0, "train": {"wall_s": train_s}, "eval_time_s": eval_s}])
+
+    rows = [row("small", Arm.BYTES, 100.0, 10.0), row("tiny", Arm.BYTES, 380.0, 20.0), row("tiny", Arm.PROXY_BPE, 500.0, 100.0)]
+    assert estimated_wall_s(tiny, Arm.BYTES, cfg, rows) == 400.0  # measured at this size
+    assert estimated_wall_s(small, Arm.PROXY_BPE, cfg, rows) == 150.0  # the tiny trial at a quarter of its budget
+    assert estimated_wall_s(base, Arm.BYTES, cfg, rows) == pytest.approx((110.0 * 8 + 400.0 * 2) / 2)  # both sizes, scaled
+    assert estimated_wall_s(tiny, Arm.PROXY_GZIP, cfg, rows) == 500.0  # never run: the size's mean
+    assert estimated_wall_s(base, Arm.PROXY_GZIP, cfg, rows) is None  # nothing to go by
+
+
 def test_curve_points_cached_before_they_carried_counters_take_raw_bytes_from_the_metrics_log(tmp_path):
     from proxylm.io import atomic_write_json
     from proxylm.study.run import curve_point, score_curve

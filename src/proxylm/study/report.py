@@ -45,7 +45,7 @@ from typing import Any
 
 from proxylm.io import atomic_write_json, atomic_write_text
 from proxylm.study.arms import ARMS
-from proxylm.study.config import Arm, Proxy, StudyConfig
+from proxylm.study.config import Arm, Proxy, SizeConfig, StudyConfig
 from proxylm.study.figures import write_figures
 from proxylm.study.run import data_dir, read_stability
 from proxylm.study.rows import STDLIB, Row, bpb_path, held_out_sets, mean_curve, title
@@ -325,15 +325,39 @@ def status_lines(cfg: StudyConfig, rows: list[Row]) -> list[str]:
     from proxylm.study.trials import trials
 
     done = {r["trial"] for row in rows for r in row.results}
-    planned = [t.key for t in trials(dataclasses.replace(cfg, only_sizes=None))]
-    missing = [key for key in planned if key not in done]
+    planned = trials(dataclasses.replace(cfg, only_sizes=None))
+    missing = [t for t in planned if t.key not in done]
     train_s = sum(row.train_wall_s * row.n for row in rows if row.train_wall_s)
     eval_s = sum(row.eval_s * row.n for row in rows if row.eval_s)
     status = "complete" if not missing else f"partial: {len(planned) - len(missing)} of {len(planned)} configured trials evaluated"
     lines = [f"Status: {status}. Wall time of the evaluated trials: {train_s / 3600:.2f} h training, {eval_s / 3600:.2f} h evaluation.", ""]
     if missing:
-        lines += [f"Not run yet: {', '.join(missing)}.", ""]
+        lines += [f"Not run yet: {', '.join(t.key for t in missing)}.", ""]
+        estimates = [estimated_wall_s(t.size, t.arm, cfg, rows) for t in missing]
+        known = [s for s in estimates if s is not None]
+        if known:
+            unknown = f"; {len(estimates) - len(known)} more with no measured arm to go by" if len(known) < len(estimates) else ""
+            lines += [f"Estimated wall time of the missing trials on this machine: ~{sum(known) / 3600:.1f} h for "
+                      f"{len(known)} (each the same arm's mean measured training and evaluation time, scaled by the "
+                      f"training budget where only another size has been run, else its size's mean){unknown}.", ""]
     return lines
+
+
+def estimated_wall_s(size: SizeConfig, arm: Arm, cfg: StudyConfig, rows: list[Row]) -> float | None:
+    """Training + evaluation seconds a trial should take, from the kept trials' wall times."""
+    def wall(row: Row) -> float | None:
+        return row.train_wall_s + (row.eval_s or 0.0) if row.train_wall_s else None
+
+    budgets = {s.label: s.flops for s in cfg.sizes}
+    same_arm = [(row, w) for row in rows if row.arm is arm and (w := wall(row)) is not None]
+    exact = [w for row, w in same_arm if row.size == size.label]
+    if exact:
+        return exact[0]
+    scaled = [w * size.flops / budgets[row.size] for row, w in same_arm if size.flops and budgets.get(row.size)]
+    if scaled:
+        return sum(scaled) / len(scaled)
+    same_size = [w for row in rows if row.size == size.label and (w := wall(row)) is not None]
+    return sum(same_size) / len(same_size) if same_size else None
 
 
 def scope_lines(rows: list[Row]) -> list[str]:
