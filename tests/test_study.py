@@ -398,6 +398,23 @@ def test_alignment_is_read_from_the_translation_probe_paired_by_seed():
     assert alignment([probed(Arm.RAW_ONLY, [2.0, 2.1, 1.9], [2.5, 2.6, 2.4])]) == []  # the control never saw a compressed view
 
 
+def test_the_translation_figure_plots_the_paired_alignment_gap_with_its_error_bar(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from proxylm.study.figures import plot_translation, write_figures
+    from proxylm.study.report import Row
+
+    row = Row("tiny", Arm.PROXY_BPE, [{"seed": s, "bpb": 3.0, "translation": {
+        "byte_accuracy": 0.1, "bpb_given_compressed": g, "raw_bpb": 2.5, "raw_to_compressed": {"accuracy": 0.02}}}
+        for s, g in enumerate([2.0, 2.2, 2.1])])
+    written = write_figures([row], None, tmp_path)
+    assert written["translation.png"].read_bytes().startswith(PNG_MAGIC)
+    fig = plot_translation([row], None)
+    bar = fig.axes[1].patches[0]
+    assert bar.get_height() == pytest.approx(-0.4)  # the mean paired gap, not the two BPBs
+    plt.close(fig)
+
+
 def test_the_setup_states_each_arms_cost_per_position_against_bytes():
     from proxylm.study.report import Row, position_cost_lines
 

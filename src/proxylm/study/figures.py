@@ -1,5 +1,6 @@
 """The study's PNG figures: raw BPB against training FLOPs and against raw bytes seen (every arm
-and size, seeds averaged), final BPB against model size, stability bars, translation bars."""
+and size, seeds averaged), final BPB against model size, stability bars, the translation probe's
+accuracy and what the compressed view does to its raw bytes' BPB."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 from proxylm.io import atomic_path
 from proxylm.study.arms import ARMS
 from proxylm.study.config import Arm
-from proxylm.study.rows import Row, mean_curve
+from proxylm.study.rows import Row, alignment, mean_curve
 
 
 def write_figures(rows: list[Row], stability: dict[str, Any] | None, directory: Path) -> dict[str, Path]:
@@ -133,13 +134,15 @@ def plot_translation(rows: list[Row], stability: dict[str, Any] | None):
     acc.bar([x + width / 2 for x in xs], [row.mean("translation", "raw_to_compressed", "accuracy") or 0.0 for row in probed], width, label="raw -> compressed")
     acc.set_ylabel("greedy accuracy (positions)")
     acc.set_title("Translation probe: accuracy")
-    bits.bar([x - width / 2 for x in xs], [row.mean("translation", "bpb_given_compressed") for row in probed], width, label="raw BPB given compressed")
-    bits.bar([x + width / 2 for x in xs], [row.mean("translation", "raw_bpb") for row in probed], width, label="plain raw BPB")
-    bits.set_ylabel("bits per raw byte")
-    bits.set_title("Translation probe: teacher-forced BPB")
+    acc.legend(fontsize=7)
+    gaps = [alignment(row) for row in probed]
+    bits.bar(list(xs), [g.mean for g in gaps], 0.6, color=["tab:green" if g.mean < 0 else "tab:red" for g in gaps],
+             yerr=[2 * g.se if g.se is not None else 0.0 for g in gaps], capsize=4)
+    bits.axhline(0.0, color="black", linewidth=0.8)
+    bits.set_ylabel("BPB given compressed view\nminus plain BPB (± 2 SE)")
+    bits.set_title("Translation probe: does the compressed view help predict its raw bytes? (below 0: yes; paired by seed)")
     for ax in (acc, bits):
         ax.set_xticks(list(xs), labels, rotation=60, ha="right", fontsize=7)
         ax.grid(True, axis="y", alpha=0.3)
-        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

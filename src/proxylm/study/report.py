@@ -38,8 +38,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import platform
-import statistics
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +45,18 @@ from proxylm.io import atomic_write_json, atomic_write_text
 from proxylm.study.arms import ARMS
 from proxylm.study.config import Arm, Proxy, SizeConfig, StudyConfig
 from proxylm.study.figures import write_figures
+from proxylm.study.rows import (
+    STDLIB,
+    Difference,
+    Row,
+    alignment,
+    bpb_path,
+    held_out_sets,
+    mean_curve,
+    paired,
+    title,
+)
 from proxylm.study.run import data_dir, read_stability
-from proxylm.study.rows import STDLIB, Row, bpb_path, held_out_sets, mean_curve, title
 from proxylm.study.trials import RESULT_FILE, read_json
 
 PAPER_NEURAL_RATIO_BITS = 2.6  # the paper's neural proxy: 16-bit windows under a 40M-parameter byte LM
@@ -101,46 +109,9 @@ def write_report(cfg: StudyConfig) -> dict[str, Any]:
 # ---- findings ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Difference:
-    """BPB(a) - BPB(b) paired by seed: arms share each seed's data order and initial weights, so
-    the seed-to-seed spread both rows share cancels in d_s = BPB_a(s) - BPB_b(s)."""
-
-    seeds: list[int]  # the seeds both rows have
-    mean_a: float | None  # a's mean over those seeds
-    mean_b: float | None
-    mean: float | None  # mean of d_s; None without a common seed
-    se: float | None  # sd(d) / sqrt(n); None under two common seeds
-
-    @property
-    def n(self) -> int:
-        return len(self.seeds)
-
-    @property
-    def resolved(self) -> bool:
-        return self.se is not None and abs(self.mean) > 2 * self.se
-
-    def text(self, unit: str = "") -> str:
-        """'+0.0123 ± 0.0040 (paired, n=3)', or what is missing."""
-        if self.mean is None:
-            return "no seed in common"
-        spread = f" ± {self.se:.4f}{unit} (paired, n={self.n})" if self.se is not None else f"{unit} (one common seed)"
-        return f"{self.mean:+.4f}{spread}"
-
-
 def paired_difference(a: Row, b: Row, held_out: str = STDLIB) -> Difference:
     """a minus b on `held_out`, over the seeds both rows have a score for."""
     return paired(a.by_seed(*bpb_path(held_out)), b.by_seed(*bpb_path(held_out)))
-
-
-def paired(va: dict[int, float], vb: dict[int, float]) -> Difference:
-    """seed -> value of a minus seed -> value of b, over the seeds both have."""
-    seeds = sorted(set(va) & set(vb))
-    if not seeds:
-        return Difference([], None, None, None, None)
-    d = [va[s] - vb[s] for s in seeds]
-    se = statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else None
-    return Difference(seeds, statistics.fmean(va[s] for s in seeds), statistics.fmean(vb[s] for s in seeds), statistics.fmean(d), se)
 
 
 def verdict(d: Difference, expected_sign: int) -> str:
@@ -245,7 +216,7 @@ def scale_trend(table: dict[tuple[str, Arm], Row], sizes: list[str], held_out: s
 def alignment_finding(row: Row) -> dict[str, str]:
     """Does the compressed view in context help predict the raw bytes (the translation probe's
     teacher-forced BPB given the compressed view against the plain raw-view BPB, paired by seed)?"""
-    diff = paired(row.by_seed("translation", "bpb_given_compressed"), row.by_seed("translation", "raw_bpb"))
+    diff = alignment(row)
     if diff.se is None:
         judged = ("helps" if diff.mean < 0 else "does not help") + ", one seed: no spread measured"
     elif not diff.resolved:

@@ -1,9 +1,10 @@
 """The study's results grouped for reporting: one Row per (size, arm) over its seeds, the held-out
-sets a result was scored on, and seed-averaged learning curves. report.py writes tables and
+sets a result was scored on, seed-averaged learning curves, and differences paired by seed. report.py writes tables and
 findings from them, figures.py plots."""
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 from typing import Any
@@ -134,3 +135,46 @@ def mean_curve(row: Row) -> MeanCurve:
         return mean_of([c[i].get(key) for c in curves]) if all(c[i].get(key) is not None for c in curves) else None
 
     return MeanCurve(*([mean(key, i) for i in range(points)] for key in ("step", "flops", "raw_bytes", "bpb")))
+
+
+@dataclass(frozen=True)
+class Difference:
+    """BPB(a) - BPB(b) paired by seed: arms share each seed's data order and initial weights, so
+    the seed-to-seed spread both rows share cancels in d_s = BPB_a(s) - BPB_b(s)."""
+
+    seeds: list[int]  # the seeds both rows have
+    mean_a: float | None  # a's mean over those seeds
+    mean_b: float | None
+    mean: float | None  # mean of d_s; None without a common seed
+    se: float | None  # sd(d) / sqrt(n); None under two common seeds
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def resolved(self) -> bool:
+        return self.se is not None and abs(self.mean) > 2 * self.se
+
+    def text(self, unit: str = "") -> str:
+        """'+0.0123 ± 0.0040 (paired, n=3)', or what is missing."""
+        if self.mean is None:
+            return "no seed in common"
+        spread = f" ± {self.se:.4f}{unit} (paired, n={self.n})" if self.se is not None else f"{unit} (one common seed)"
+        return f"{self.mean:+.4f}{spread}"
+
+
+def paired(va: dict[int, float], vb: dict[int, float]) -> Difference:
+    """seed -> value of a minus seed -> value of b, over the seeds both have."""
+    seeds = sorted(set(va) & set(vb))
+    if not seeds:
+        return Difference([], None, None, None, None)
+    d = [va[s] - vb[s] for s in seeds]
+    se = statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else None
+    return Difference(seeds, statistics.fmean(va[s] for s in seeds), statistics.fmean(vb[s] for s in seeds), statistics.fmean(d), se)
+
+
+def alignment(row: Row) -> Difference:
+    """The translation probe's BPB of raw bytes given their compressed view minus without it,
+    paired by seed: negative where the model reads the compressed view."""
+    return paired(row.by_seed("translation", "bpb_given_compressed"), row.by_seed("translation", "raw_bpb"))
