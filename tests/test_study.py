@@ -264,6 +264,7 @@ def test_kept_results_let_a_fresh_checkout_skip_finished_trials_and_rebuild_the_
         ("train.run.max_time_s=60", r"max_time_s would stop arms at different FLOPs"),
         ("compressors.neural=neural:model=x.pt", r"leave out model="),
         ("only_sizes=[base]", r"no size named 'base'"),
+        ("only_seeds=[]", r"only_seeds must list at least one seed"),
         ("parts=[train, score]", r"'parts\[1\]' must be one of"),
         ("eval.code_sets=[humaneval, mbppp]", r"'eval.code_sets\[1\]' must be humaneval or mbpp"),
         ("eval.code_sets=[mbpp, mbpp:other.jsonl]", r"each benchmark at most once"),
@@ -300,6 +301,10 @@ def test_trials_run_whole_seeds_in_order_with_extra_seeds_for_some_arms():
         "tiny/proxy-bpe/seed-1", "tiny/raw-only/seed-1",
         "tiny/proxy-bpe/seed-2",
     ]
+    narrowed = load_study_config(None, ["arms=[bytes, proxy-bpe, raw-only]", "seeds=[0]", "only_seeds=[1]", "only_sizes=[tiny]",
+                                        "sizes=[{preset: small, flops: 1.0e+12}, "
+                                        "{preset: tiny, flops: 4.0e+12, seeds: [0, 1, 2], extra_seeds: {proxy-bpe: [3]}}]"])
+    assert [t.key for t in study.trials(narrowed)] == ["tiny/bytes/seed-1", "tiny/proxy-bpe/seed-1", "tiny/raw-only/seed-1"]
     with pytest.raises(ConfigError, match=r"extra_seeds names no arm 'proxy'"):
         load_study_config(None, ["sizes=[{preset: tiny, flops: 1.0e+12, extra_seeds: {proxy: [1]}}]"])
 

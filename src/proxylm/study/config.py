@@ -1,6 +1,6 @@
 """The study's config: arms, sizes with their budgets, data, compressors, evaluation, parts.
 
-    cfg = load_study_config("configs/study-cpu.yaml", ["arms=[bytes,proxy-bpe,raw-only]", "only_sizes=[tiny]"])
+    cfg = load_study_config("configs/study-cpu.yaml", ["arms=[bytes,proxy-bpe,raw-only]", "only_sizes=[tiny]", "only_seeds=[0]"])
 
 Design choices:
 - One typed tree, loaded like every proxylm config (YAML, then dotted overrides); arms, proxies
@@ -255,6 +255,8 @@ class StudyConfig:
     """Seeds (weights and data order); every arm is trained with each."""
     only_sizes: list[str] | None = None
     """Run only the sizes with these names; None: all."""
+    only_seeds: list[int] | None = None
+    """Run only these seeds of each size's seeds (a size's own `seeds` and `extra_seeds` too); None: all."""
     parts: list[Part] = field(default_factory=_all_parts)
     """Parts to run, in their fixed order prepare, train, evaluate, stability, report."""
     data: DataSection = field(default_factory=DataSection)
@@ -287,6 +289,8 @@ class StudyConfig:
             raise ConfigError(f"sizes: names must be unique, got {names}")
         if self.only_sizes is not None and (missing := sorted(set(self.only_sizes) - set(names))):
             raise ConfigError(f"only_sizes: no size named {missing[0]!r} (sizes: {', '.join(names)})")
+        if self.only_seeds is not None and not self.only_seeds:
+            raise ConfigError("only_seeds must list at least one seed (or be null for all)")
         if not self.seeds or not self.arms or not self.parts:
             raise ConfigError("seeds, arms and parts must each list at least one item")
         run = self.train.run

@@ -296,7 +296,7 @@ def status_lines(cfg: StudyConfig, rows: list[Row]) -> list[str]:
     from proxylm.study.trials import trials
 
     done = {r["trial"] for row in rows for r in row.results}
-    planned = trials(dataclasses.replace(cfg, only_sizes=None))
+    planned = trials(dataclasses.replace(cfg, only_sizes=None, only_seeds=None))
     missing = [t for t in planned if t.key not in done]
     train_s = sum(row.train_wall_s * row.n for row in rows if row.train_wall_s)
     eval_s = sum(row.eval_s * row.n for row in rows if row.eval_s)

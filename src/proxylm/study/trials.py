@@ -70,6 +70,8 @@ def trials(cfg: StudyConfig) -> list[Trial]:
         base_seeds = size.seeds or cfg.seeds
         seeds_of = {arm: set(base_seeds) | set(size.extra_seeds.get(arm.value, [])) for arm in arms}
         for seed in sorted(set().union(*seeds_of.values())):
+            if cfg.only_seeds is not None and seed not in cfg.only_seeds:
+                continue
             chosen.extend(Trial(size, arm, seed) for arm in arms if seed in seeds_of[arm])
     return chosen
 
