@@ -418,3 +418,26 @@ def test_limits_are_validated():
     with pytest.raises(ValueError, match="max_processes"):
         SandboxLimits(max_processes=1)
     assert SandboxLimits(timeout_s=2).wall_timeout_s == 6
+
+
+def test_a_fork_bomb_is_capped_for_an_ordinary_user(nobody_python):
+    """RLIMIT_NPROC, which the kernel counts per user namespace, is the cap where no pids cgroup can be made."""
+    python, _ = nobody_python
+    script = """
+from proxylm.evaluate.sandbox import SandboxLimits, run_program
+bomb = "import posix\\nwhile True:\\n    try:\\n        posix.fork()\\n    except OSError:\\n        pass\\n"
+result = run_program(bomb, SandboxLimits(timeout_s=1.0, max_processes=16))
+print(result.outcome.value, result.isolation.value, sep="|")
+"""
+    peak = []
+    with subprocess.Popen([*_as_nobody(), python, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_src_env()) as nobody:
+        while nobody.poll() is None:
+            peak.append(len(_sandbox_processes()))
+            time.sleep(0.05)
+        out, err = nobody.communicate()
+    assert nobody.returncode == 0, err
+    outcome, isolation = out.strip().split("|")
+    assert outcome in (Outcome.FAILED.value, Outcome.TIMED_OUT.value)
+    assert isolation == Isolation.BWRAP_PIDS_RLIMIT.value
+    assert max(peak) <= 16 + 1, peak
+    assert _sandbox_processes() == []
