@@ -476,6 +476,15 @@ def test_the_report_shows_code_sets_learning_curves_against_raw_bytes_and_wall_t
     assert (tmp_path / "figures/bpb_vs_raw_bytes.png").read_bytes().startswith(PNG_MAGIC)
 
 
+def test_a_resumed_trial_reports_its_training_time_over_every_process():
+    from proxylm.study.report import Row
+
+    whole = {"seed": 0, "bpb": 3.0, "train": {"wall_s": 1810.0, "train_time_s": 1790.0}}
+    resumed = {"seed": 1, "bpb": 3.0, "train": {"wall_s": 350.0, "train_time_s": 1780.0}}  # last process: the final 70 steps
+    assert Row("tiny", Arm.BYTES, [whole, resumed]).train_wall_s == pytest.approx((1810.0 + 1780.0) / 2)
+    assert Row("tiny", Arm.BYTES, [{"seed": 0, "bpb": 3.0, "train": {}}]).train_wall_s is None
+
+
 def test_missing_trials_are_estimated_from_the_same_arms_measured_wall_times():
     from proxylm.study.report import Row, estimated_wall_s
 

@@ -45,8 +45,9 @@ class Row:
 
     @property
     def train_wall_s(self) -> float | None:
-        """Mean training wall time per seed (the whole training call; time in steps for older results)."""
-        return mean_of([r["train"].get("wall_s") or r["train"].get("train_time_s") for r in self.results])
+        """Mean training wall time per seed: the whole training call, or the time in steps summed over every process
+        where that is longer (a trial resumed from a checkpoint; wall_s times only its last process)."""
+        return mean_of([max(r["train"].get("wall_s") or 0.0, r["train"].get("train_time_s") or 0.0) or None for r in self.results])
 
     @property
     def eval_s(self) -> float | None:
