@@ -76,7 +76,9 @@ def test_checkpoint_is_a_loadable_model_with_data_info(tmp_path):
     path = save(tmp_path, model, build_optimizer(model, OptimConfig()), step=7)
     loaded = load_model(path)
     assert loaded.cfg == model.cfg
-    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    expected = model.state_dict()
+    assert loaded.state_dict().keys() == expected.keys()
+    assert all(torch.equal(tensor, expected[name]) for name, tensor in loaded.state_dict().items())
     assert checkpoint.read_data_info(path) == {"shards": "nowhere"}
     assert checkpoint.read_train_state(path)["config"] == {"run": "test"}
 

@@ -1,3 +1,5 @@
+import argparse
+import importlib
 import subprocess
 import sys
 
@@ -7,11 +9,32 @@ from proxylm.cli import COMMANDS, build_parser, main, run_guarded
 from proxylm.errors import UserError
 
 
+def _subcommand(parser: argparse.ArgumentParser, word: str) -> argparse.ArgumentParser:
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return subparsers.choices[word]
+
+
 def test_every_listed_command_is_wired():
     parser = build_parser()
-    help_text = parser.format_help()
-    for words in COMMANDS:
-        assert words[0] in help_text
+    for words, (module, _) in COMMANDS.items():
+        command = parser
+        for word in words:
+            command = _subcommand(command, word)
+        assert command.get_default("_run") is importlib.import_module(f"proxylm.commands.{module}").run, words
+
+
+def test_a_missing_file_is_one_line_with_status_2(capsys, tmp_path):
+    missing = tmp_path / "nowhere.yaml"
+    assert run_guarded(lambda: missing.read_text()) == 2
+    assert capsys.readouterr().err.strip() == f"proxylm: error: file not found: {missing}"
+
+
+def test_an_interrupt_exits_130_without_a_traceback(capsys):
+    def interrupted():
+        raise KeyboardInterrupt
+
+    assert run_guarded(interrupted) == 130
+    assert capsys.readouterr().err.strip() == "proxylm: interrupted"
 
 
 def test_user_errors_are_one_line_with_status_2(capsys):

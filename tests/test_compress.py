@@ -234,12 +234,12 @@ def bpe_4096(train_docs) -> compress.Compressor:
     return c
 
 
-def test_bpe_compresses_python_source_more_than_2x(bpe_4096):
+def test_bpe_compresses_held_out_python_source_over_3x(bpe_4096):
     c = bpe_4096
     held_out = stdlib_sources("logging") + stdlib_sources("concurrent/futures")
     raw = sum(len(d) for d in held_out)
     symbols = sum(len(s) for s in c.encode_many(held_out))
-    assert raw / symbols > 3.0  # 3.39 on CPython 3.11's stdlib
+    assert raw / symbols > 3.0  # 3.39 on CPython 3.11's stdlib; the margin allows for other versions' sources
 
 
 def test_bpe_bytes_width_and_gray_order(compressors):

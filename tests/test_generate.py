@@ -331,7 +331,10 @@ def test_cli_generate_errors_are_one_line(tmp_path, capsys):
 def test_cli_generate_reads_any_bytes_from_a_prompt_file(tmp_path, capsys):
     save_model(tiny_model(), tmp_path / "ckpt")
     (tmp_path / "p.bin").write_bytes(b"\x00\xff\xc3")
-    assert main(["generate", "--ckpt", str(tmp_path / "ckpt"), "--prompt-file", str(tmp_path / "p.bin"), "--max-bytes", "8"]) == 0
+    args = ["generate", "--ckpt", str(tmp_path / "ckpt"), "--prompt-file", str(tmp_path / "p.bin"), "--max-bytes", "8"]
+    assert main([*args, "--json", str(tmp_path / "out.json")]) == 0
+    expected = Generator.from_checkpoint(tmp_path / "ckpt", device="cpu").generate(b"\x00\xff\xc3", 8)
+    assert json.loads((tmp_path / "out.json").read_text())["text"] == expected.text
 
 
 # ---- batched decoding -------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from proxylm.evaluate.bpb import evaluate_bpb
 from proxylm.model import ModelConfig, Transformer
 from proxylm.model_io import save_model
 
-pytest.importorskip("lm_eval")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TEXTS = ["def add(a, b):\n    return a + b\n", "héllo wörld " * 4, "x" * 150]  # the last one needs two windows
@@ -94,17 +93,56 @@ def write_tasks(directory):
     return directory
 
 
+def recording_lm(model):
+    """A ProxyLM that keeps every loglikelihood and generate_until request with its answer."""
+    from proxylm.evaluate.harness import ProxyLM
+
+    class Recording(ProxyLM):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.scored, self.generated = [], []
+
+        def loglikelihood(self, requests, disable_tqdm=False):
+            out = super().loglikelihood(requests, disable_tqdm)
+            self.scored += [(r.args, ll) for r, (ll, _) in zip(requests, out)]
+            return out
+
+        def generate_until(self, requests, disable_tqdm=False):
+            out = super().generate_until(requests, disable_tqdm)
+            self.generated += [(r.args, text) for r, text in zip(requests, out)]
+            return out
+
+    return Recording(model=model, batch_size=2)
+
+
 def test_adapter_scores_generates_and_matches_eval_bpb(tmp_path, offline):
-    from proxylm.evaluate.harness import ProxyLM, evaluate_tasks
+    from proxylm.evaluate.generate import Generator
+    from proxylm.evaluate.harness import evaluate_tasks
 
     model = tiny_model()
-    lm = ProxyLM(model=model, batch_size=2)
+    lm = recording_lm(model)
     results = evaluate_tasks(lm, ["tiny_text", "tiny_choice", "tiny_gen"], include_path=write_tasks(tmp_path / "tasks"))
     metrics = results["results"]
     expected = evaluate_bpb(model, [(str(i), t.encode()) for i, t in enumerate(TEXTS)]).bpb
     assert metrics["tiny_text"]["bits_per_byte,none"] == pytest.approx(expected, rel=1e-9)
-    assert 0.0 <= metrics["tiny_choice"]["acc,none"] <= 1.0
-    assert metrics["tiny_gen"]["exact_match,none"] in (0.0, 0.5, 1.0)
+
+    questions = {"1 + 1 =": ([" 2", " 3"], 0), "def f():": (["\n    pass", " ???"], 1)}
+    assert len(lm.scored) == 4
+    right = 0
+    for question, (choices, answer) in questions.items():
+        scores = {args[1]: ll for args, ll in lm.scored if args[0] == question}
+        assert set(scores) == {" " + c for c in choices}  # lm-eval's target delimiter, then the choice
+        right += max(choices, key=lambda c: scores[" " + c]) == choices[answer]
+    assert metrics["tiny_choice"]["acc,none"] == right / 2
+
+    greedy = Generator(model, speculative=False)
+    answers = {"a = ": "1", "b = ": "2"}
+    assert sorted(args[0] for args, _ in lm.generated) == sorted(answers)
+    for (prompt, kwargs), text in lm.generated:
+        assert kwargs["until"] == ["\n"] and kwargs["max_gen_toks"] == 12
+        assert text == greedy.generate(prompt, 12, stop=["\n"]).text  # the batch decodes what one prompt alone does
+    matches = sum(text == answers[prompt] for (prompt, _), text in lm.generated)
+    assert metrics["tiny_gen"]["exact_match,none"] == matches / 2
 
 
 def test_loglikelihood_is_the_continuation_log_probability_and_greedy_flag():

@@ -3,7 +3,6 @@ checkpoint, and at a random step between two), stops, bad input."""
 
 import json
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -123,10 +122,8 @@ def test_a_killed_run_resumes_with_the_same_losses(tmp_path, shards, uninterrupt
     resume_and_compare(tmp_path, path, uninterrupted)
 
 
-def test_a_run_killed_between_checkpoints_resumes_on_the_uninterrupted_curve(tmp_path, shards, uninterrupted):
-    seed = int(os.environ.get("PROXYLM_KILL_SEED") or random.SystemRandom().randrange(1 << 32))
-    kill_at = random.Random(seed).choice([step for step in range(1, 10) if step % 3])  # never on a checkpoint
-    print(f"SIGKILL after step {kill_at}; PROXYLM_KILL_SEED={seed} repeats this choice")
+@pytest.mark.parametrize("kill_at", [2, 7], ids=["before-any-checkpoint", "past-the-second"])
+def test_a_run_killed_between_checkpoints_resumes_on_the_uninterrupted_curve(tmp_path, shards, uninterrupted, kill_at):
     path = config_file(tmp_path, shards, "crashed")
     killed = run_in_subprocess([str(HERE / "run_train.py"), str(tmp_path / "report"), "--config", str(path),
                                 "--kill-at-step", str(kill_at), *RESUME_STEPS])
