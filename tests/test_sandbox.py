@@ -29,6 +29,7 @@ from proxylm.evaluate.sandbox import Isolation, Outcome, SandboxLimits, run_prog
 
 FAST = SandboxLimits(timeout_s=3.0)
 UNSAFE = SandboxLimits(timeout_s=3.0, unsafe_no_sandbox=True)
+FORK_BOMB = "import posix\nwhile True:\n    try:\n        posix.fork()\n    except OSError:\n        pass\n"
 
 
 def test_a_correct_program_passes_and_a_failing_assert_fails():
@@ -251,7 +252,6 @@ def test_a_fork_bomb_is_capped_and_cleaned_up():
     if sandbox.sandbox_isolation(FAST) is Isolation.BWRAP_NO_PIDS_CAP:
         pytest.skip("root without a pids cgroup: the kernel offers no pids cap (RLIMIT_NPROC does not apply to root)")
     limits = SandboxLimits(timeout_s=1.0, max_processes=16)
-    bomb = "import posix\nwhile True:\n    try:\n        posix.fork()\n    except OSError:\n        pass\n"
     peak = []
     stop = threading.Event()
 
@@ -263,7 +263,7 @@ def test_a_fork_bomb_is_capped_and_cleaned_up():
     watcher = threading.Thread(target=count)
     watcher.start()
     try:
-        result = run_program(bomb, limits)
+        result = run_program(FORK_BOMB, limits)
     finally:
         stop.set()
         watcher.join()
@@ -433,10 +433,9 @@ def test_limits_are_validated():
 def test_a_fork_bomb_is_capped_for_an_ordinary_user(nobody_python):
     """RLIMIT_NPROC, which the kernel counts per user namespace, is the cap where no pids cgroup can be made."""
     python, _ = nobody_python
-    script = """
+    script = f"""
 from proxylm.evaluate.sandbox import SandboxLimits, run_program
-bomb = "import posix\\nwhile True:\\n    try:\\n        posix.fork()\\n    except OSError:\\n        pass\\n"
-result = run_program(bomb, SandboxLimits(timeout_s=1.0, max_processes=16))
+result = run_program({FORK_BOMB!r}, SandboxLimits(timeout_s=1.0, max_processes=16))
 print(result.outcome.value, result.isolation.value, sep="|")
 """
     peak = []
