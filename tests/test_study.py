@@ -248,9 +248,18 @@ def test_kept_results_let_a_fresh_checkout_skip_finished_trials_and_rebuild_the_
     monkeypatch.setattr("proxylm.probes.stability.measure", lambda *a, **k: pytest.fail("re-probed the compressors"))
     summary = study.run_study(load_study_config(config, overrides))
     assert summary["trials"] == [result] and summary["stability"] == json.loads((kept / "stability.json").read_text())
+    measured = summary["compression"]["bpe"]
+    assert measured["spec"] == "bpe:vocab=300" and measured["val"]["bytes_per_symbol"] > 1
 
     with pytest.raises(UserError, match=r"kept/micro/bytes/seed-0.json: a kept result trained under another config"):
         study.run_study(load_study_config(config, [*overrides[:1], "parts=[train]", "train.optim.lr=1.0e-3"]))
+
+    shutil.rmtree(tmp_path / "out" / "data")  # a report rebuilt from kept results alone still states the compression
+    report_only = load_study_config(config, [*overrides[:1], "parts=[report]"])
+    assert study.run_study(report_only)["compression"]["bpe"] == measured
+    assert f"{measured['val']['bytes_per_symbol']:.2f} bytes per" in (tmp_path / "out" / "RESULTS.md").read_text()
+    other_spec = load_study_config(config, [*overrides[:1], "parts=[report]", "compressors.bpe=bpe:vocab=280"])
+    assert study.run_study(other_spec)["compression"]["bpe"] is None  # kept for another compressor: not claimed
 
 
 @pytest.mark.parametrize(

@@ -271,9 +271,10 @@ class StudyConfig:
     eval: EvalSection = field(default_factory=EvalSection)
     """Held-out evaluation and probes."""
     results_dir: str | None = None
-    """Also keep each trial's result.json (as <size>/<arm>/seed-<s>.json) and stability.json here: a
-    folder under version control, so a fresh checkout skips finished trials and rebuilds the report
-    from them while the runs themselves (checkpoints) stay local. None: only under `out`."""
+    """Also keep each trial's result.json (as <size>/<arm>/seed-<s>.json), stability.json and the
+    proxies' measured compression (compression.json) here: a folder under version control, so a
+    fresh checkout skips finished trials and rebuilds the report from them while the runs
+    themselves (checkpoints, prepared shards) stay local. None: only under `out`."""
     report_md: str | None = None
     """Also write the Markdown report here (figures into a `results` folder beside it)."""
     command: str | None = None

@@ -5,8 +5,9 @@ trial results exist.
 
 Design choices:
 - Only measured numbers: every figure comes from a trial's result.json, stability.json or a
-  prepared proxy's manifest (its compression); a missing trial is a missing row, and the report
-  says how many seeds each row holds.
+  prepared proxy's manifest (its compression, also kept in the results_dir's compression.json so
+  a fresh checkout states it); a missing trial is a missing row, and the report says how many
+  seeds each row holds.
 - Compression is stated in bits, raw bits over the bits of the symbols (log2 of the alphabet per
   symbol), the unit of the paper's ~2.6x for its neural proxy, on each proxy's held-out pieces
   (which no compressor was fitted or trained on) and on its training pieces.
@@ -61,6 +62,7 @@ from proxylm.study.trials import RESULT_FILE, read_json
 
 PAPER_NEURAL_RATIO_BITS = 2.6  # the paper's neural proxy: 16-bit windows under a 40M-parameter byte LM
 SPLIT_WORDS = {"val": "held-out pieces", "train": "training pieces"}
+COMPRESSION_FILE = "compression.json"  # in the results_dir: each proxy's measured compression, by proxy
 
 
 def load_results(cfg: StudyConfig) -> list[dict[str, Any]]:
@@ -98,7 +100,7 @@ def write_report(cfg: StudyConfig) -> dict[str, Any]:
     summary = {
         "rows": [row.summary() for row in rows],
         "findings": findings,
-        "compression": {proxy.value: compression(data_dir(cfg) / proxy.value) for proxy in used_proxies(rows)},
+        "compression": {proxy.value: found for proxy, found in compressions(cfg, used_proxies(rows)).items()},
         "stability": stability,
         "trials": [r for row in rows for r in row.results],
     }
@@ -404,8 +406,8 @@ def used_proxies(rows: list[Row]) -> list[Proxy]:
 
 
 def compression(directory: Path) -> dict[str, Any] | None:
-    """A prepared proxy's symbol width and, per split, bytes per symbol and the ratio in bits
-    (raw bits / symbol bits); None where it is not prepared (a report built from results alone)."""
+    """A prepared proxy's compressor spec, shards fingerprint, symbol width and, per split, bytes per
+    symbol and the ratio in bits (raw bits / symbol bits); None where it is not prepared."""
     from proxylm.data.shards import ShardsError, read_manifest
 
     try:
@@ -415,7 +417,26 @@ def compression(directory: Path) -> dict[str, Any] | None:
     bits = math.log2(manifest["compressor"]["alphabet_size"])
     splits = {name: {"bytes_per_symbol": s["raw_bytes"] / s["symbols"], "ratio_bits": 8 * s["raw_bytes"] / (bits * s["symbols"])}
               for name, s in manifest["splits"].items() if s["symbols"]}
-    return {"bits_per_symbol": bits, **splits}
+    return {"spec": manifest["compressor"]["spec"], "fingerprint": manifest.get("fingerprint"), "bits_per_symbol": bits, **splits}
+
+
+def compressions(cfg: StudyConfig, proxies: list[Proxy]) -> dict[Proxy, dict[str, Any] | None]:
+    """Each proxy's compression, measured on its prepared shards or, where they are not here (a
+    report rebuilt from kept results), as the results_dir kept it for the same compressor spec.
+    Measurements are kept there for the next such rebuild."""
+    kept_path = Path(cfg.results_dir) / COMPRESSION_FILE if cfg.results_dir else None
+    kept = (read_json(kept_path) if kept_path else None) or {}
+    found: dict[Proxy, dict[str, Any] | None] = {}
+    for proxy in proxies:
+        measured = compression(data_dir(cfg) / proxy.value)
+        earlier = kept.get(proxy.value)
+        if measured is None and earlier is not None and earlier.get("spec") == cfg.compressors.spec(proxy):
+            measured = earlier
+        found[proxy] = measured
+    updated = {**kept, **{proxy.value: m for proxy, m in found.items() if m is not None}}
+    if kept_path and updated != kept:
+        atomic_write_json(kept_path, updated)
+    return found
 
 
 def compression_text(found: dict[str, Any] | None, proxy: Proxy) -> str:
@@ -434,8 +455,8 @@ def compression_text(found: dict[str, Any] | None, proxy: Proxy) -> str:
 
 def compressor_text(cfg: StudyConfig, rows: list[Row]) -> str:
     parts = []
-    for proxy in used_proxies(rows):
-        details = [compression_text(compression(data_dir(cfg) / proxy.value), proxy)]
+    for proxy, found in compressions(cfg, used_proxies(rows)).items():
+        details = [compression_text(found, proxy)]
         if proxy is Proxy.NEURAL:
             details.insert(0, f"byte LM: {byte_lm_text(cfg)}")
         parts.append(f"{proxy.value} `{cfg.compressors.spec(proxy)}` ({'; '.join(details)})")
