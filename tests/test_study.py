@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from proxylm.data.shards import Shards
 from conftest import write_stdlib_jsonl
@@ -185,6 +186,9 @@ def test_a_tiny_study_runs_in_parts_and_a_rerun_redoes_nothing(tmp_path, corpus,
     report = (out / "RESULTS.md").read_text()
     for arm in ARMS_UNDER_TEST:
         assert f"| {arm} |" in report
+    where = study.run.machine(torch.device("cpu"))  # each trial records where and in what precision it trained
+    assert {(r["train"]["dtype"], r["train"]["machine"]) for r in results.values()} == {("fp32", where)}
+    assert f"- Trained in fp32 on {where} (every trial)." in report
     assert "| arm | seeds | stdlib BPB | HumanEval BPB | Δ bytes | MBPP BPB | Δ bytes |" in report
     summary = json.loads((out / "results.json").read_text())
     assert {row["arm"] for row in summary["rows"]} == set(ARMS_UNDER_TEST)
@@ -448,6 +452,22 @@ def test_the_setup_lists_extra_seeds_beside_the_size_seeds():
     assert seeds_text([0, 1], {}) == "[0, 1]"
     assert seeds_text([0, 1], {"bytes": [2], "raw-only": [2], "proxy-gzip": [2, 3]}) == (
         "[0, 1]; also [2] for bytes, raw-only; also [2, 3] for proxy-gzip")
+
+
+def test_the_setup_states_each_trials_precision_and_machine():
+    from proxylm.study.report import Row, precision_lines
+
+    def result(trial, dtype=None, machine=None):
+        train = {k: v for k, v in (("dtype", dtype), ("machine", machine)) if v}
+        return {"trial": trial, "seed": 0, "bpb": 3.0, "train": train}
+
+    avx2 = [result(f"tiny/bytes/seed-{s}", "fp32", "EPYC (AVX2), 2 cores") for s in range(4)]
+    assert precision_lines([Row("tiny", Arm.BYTES, avx2)]) == ["- Trained in fp32 on EPYC (AVX2), 2 cores (every trial)."]
+    mixed = [Row("tiny", Arm.BYTES, avx2), Row("base", Arm.BYTES, [result("base/bytes/seed-2", "bf16", "EPYC (AVX512), 2 cores"),
+                                                                    result("base/bytes/seed-3")])]
+    assert precision_lines(mixed) == [
+        "- Trained in (each trial's resolved `run.dtype`, its machine): fp32 on EPYC (AVX2), 2 cores: 4 trials; "
+        "bf16 on EPYC (AVX512), 2 cores: base/bytes/seed-2; precision not recorded on machine not recorded: base/bytes/seed-3."]
 
 
 def hand_result(arm: str, seed: int, bpb: float, wall_s: float) -> dict:

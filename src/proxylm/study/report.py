@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import platform
 from pathlib import Path
 from typing import Any
 
@@ -361,7 +360,7 @@ def setup_lines(cfg: StudyConfig, rows: list[Row]) -> list[str]:
              f"weight decay {t.optim.weight_decay:g}, {t.run.dtype.value}, heads {t.model.n_main_heads or 1} main + {t.model.n_raw_heads or 0} raw.",
              f"- Compressors: {compressor_text(cfg, rows)}.",
              *position_cost_lines(rows),
-             f"- Machine: {machine()}.", "",
+             *precision_lines(rows), "",
              "| size | preset | non-embedding params (all heads; byte model to largest vocabulary) | budget per arm | seeds | arms |", "|---|---|---|---|---|---|"]
     for size in cfg.sizes:
         counts = [row.params for row in rows if row.size == size.label and row.params]
@@ -370,6 +369,20 @@ def setup_lines(cfg: StudyConfig, rows: list[Row]) -> list[str]:
         arms = ", ".join(a.value for a in (size.arms or cfg.arms))
         lines.append(f"| {size.label} | {size.preset} | {params} | {budget} | {seeds_text(size.seeds or cfg.seeds, size.extra_seeds)} | {arms} |")
     return lines + [""]
+
+
+def precision_lines(rows: list[Row]) -> list[str]:
+    """Where and in what precision the trials trained (each trial's resolved run.dtype and machine,
+    as its training recorded them): wall times and BPB compare across trials only within a group."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for r in (r for row in rows for r in row.results):
+        train = r.get("train") or {}
+        groups.setdefault((train.get("dtype", "precision not recorded"), train.get("machine", "machine not recorded")), []).append(r["trial"])
+    if len(groups) <= 1:
+        return [f"- Trained in {dtype} on {where} (every trial)." for dtype, where in groups]
+    parts = [f"{dtype} on {where}: " + (", ".join(keys) if len(keys) <= 3 else f"{len(keys)} trials")
+             for (dtype, where), keys in sorted(groups.items(), key=lambda item: -len(item[1]))]
+    return ["- Trained in (each trial's resolved `run.dtype`, its machine): " + "; ".join(parts) + "."]
 
 
 def seeds_text(seeds: list[int], extra: dict[str, list[int]]) -> str:
@@ -469,20 +482,6 @@ def byte_lm_text(cfg: StudyConfig) -> str:
         return lm.model
     shape = "".join(f", {key} {value}" for key, value in lm.shape.items())
     return f"{lm.preset} preset{shape}, {lm.steps} steps of {lm.batch_size} x {lm.seq_len} positions of `<bos>` + coder-row chunks"
-
-
-def machine() -> str:
-    import os
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}"
 
 
 def bpb_lines(rows: list[Row]) -> list[str]:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import platform
 import shutil
 import sys
 import time
@@ -54,7 +55,7 @@ from proxylm.study.trials import (
     trial_state,
     trials,
 )
-from proxylm.train.config import ModelSection, TrainConfig
+from proxylm.train.config import ModelSection, TrainConfig, resolve_dtype
 
 STUDY_VERSION = 1
 STABILITY_FILE = "stability.json"
@@ -255,6 +256,22 @@ def train_run(train_cfg: Any, info: Any) -> Any:
     return fit(setup(train_cfg, info))
 
 
+def machine(device: Any) -> str:
+    """E.g. 'AMD EPYC (AVX2), 2 cores': the CPU model, the vector extension torch dispatches to
+    (it decides the speed and whether `run.dtype: auto` means bf16) and the core count; a GPU's name."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu} ({torch.backends.cpu.get_cpu_capability()}), {os.cpu_count()} cores"
+
+
 def train_trial(cfg: StudyConfig, ctx: ArmContext, trial: Trial, tag: str, info: Any) -> None:
     """Train one trial unless it is trained; rank 0 records its summary in trained.json."""
     directory = trial.directory(cfg.out)
@@ -279,6 +296,7 @@ def train_trial(cfg: StudyConfig, ctx: ArmContext, trial: Trial, tag: str, info:
             "train_time_s": result.train_time_s, "wall_s": time.perf_counter() - started, "loss": result.loss,
             "loss_raw": result.loss_raw, "loss_compressed": result.loss_compressed,
             "run_dir": str(result.run_dir), "checkpoint": str(result.checkpoint), "world_size": ctx.world_size,
+            "dtype": resolve_dtype(train_cfg.run.dtype, info.device).value, "machine": machine(info.device),
         })
         say(f"study: {tag}: {result.steps} steps, {result.flops:.3g} FLOPs in {result.train_time_s:.0f} s")
 
