@@ -245,7 +245,9 @@ def test_kept_results_let_a_fresh_checkout_skip_finished_trials_and_rebuild_the_
     result = json.loads((kept / "micro/bytes/seed-0.json").read_text())
     assert result["trial"] == "micro/bytes/seed-0" and (kept / "stability.json").is_file()
 
-    shutil.rmtree(tmp_path / "out" / "trials")  # the runs stay behind; data and compressors are re-prepared
+    first_fit = json.loads((tmp_path / "out/data/bpe/manifest.json").read_text())["fingerprint"]
+    for gone in ("trials", "data"):  # a fresh checkout: no runs, and shards prepared afresh (a new fit)
+        shutil.rmtree(tmp_path / "out" / gone)
     (tmp_path / "out" / "stability.json").unlink()
     monkeypatch.setattr("proxylm.study.run.train_run", lambda *a: pytest.fail("retrained a kept trial"))
     monkeypatch.setattr("proxylm.study.run.score_trial", lambda *a: pytest.fail("re-scored a kept trial"))
@@ -254,6 +256,7 @@ def test_kept_results_let_a_fresh_checkout_skip_finished_trials_and_rebuild_the_
     assert summary["trials"] == [result] and summary["stability"] == json.loads((kept / "stability.json").read_text())
     measured = summary["compression"]["bpe"]
     assert measured["spec"] == "bpe:vocab=300" and measured["val"]["bytes_per_symbol"] > 1
+    assert measured["fingerprint"] != first_fit  # the kept trial was skipped on other shards of the same configs
 
     with pytest.raises(UserError, match=r"kept/micro/bytes/seed-0.json: a kept result trained under another config"):
         study.run_study(load_study_config(config, [*overrides[:1], "parts=[train]", "train.optim.lr=1.0e-3"]))

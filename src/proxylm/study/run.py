@@ -51,6 +51,7 @@ from proxylm.study.trials import (
     Trial,
     checked_config,
     fingerprint,
+    non_default,
     read_json,
     trial_state,
     trials,
@@ -276,12 +277,12 @@ def train_trial(cfg: StudyConfig, ctx: ArmContext, trial: Trial, tag: str, info:
     """Train one trial unless it is trained; rank 0 records its summary in trained.json."""
     directory = trial.directory(cfg.out)
     state = trial_state(cfg, trial)
-    train_cfg, train_fp = checked_config(cfg, ctx, trial, state)
+    train_cfg, fingerprints = checked_config(cfg, ctx, trial, state)
     if state.trained is not None:
         say(f"study: {tag}: trained, skipped")
         return
     if is_main_process():
-        atomic_write_json(directory / TRIAL_FILE, {"trial": trial.key, "train_fingerprint": train_fp,
+        atomic_write_json(directory / TRIAL_FILE, {"trial": trial.key, **fingerprints,
                                                    "world_size": ctx.world_size, "config": to_dict(train_cfg)})
     run = train_cfg.run
     stop = f"{run.max_flops:.3g} FLOPs" if run.max_flops else f"{run.max_steps} steps"
@@ -310,7 +311,7 @@ def evaluate_trial(cfg: StudyConfig, ctx: ArmContext, trial: Trial, docs: list[t
     if state.trained is None:
         say(f"study: {tag}: not trained yet, nothing to evaluate")
         return None
-    _, train_fp = checked_config(cfg, ctx, trial, state)
+    _, fingerprints = checked_config(cfg, ctx, trial, state)
     eval_fp = fingerprint(to_dict(cfg.eval))
     if state.result is not None and state.result.get("eval_fingerprint") == eval_fp:
         say(f"study: {tag}: evaluated (bpb {state.result['bpb']:.4f}), skipped")
@@ -327,7 +328,7 @@ def evaluate_trial(cfg: StudyConfig, ctx: ArmContext, trial: Trial, docs: list[t
         "train": trained,
         **score_trial(cfg, trial, trained, docs, code),
         "eval_wall_s": time.perf_counter() - started,
-        "train_fingerprint": train_fp,
+        **fingerprints,
         "eval_fingerprint": eval_fp,
     }
     atomic_write_json(directory / RESULT_FILE, record)
@@ -529,16 +530,24 @@ def prune_curve_checkpoints(final: Path) -> None:
 # ---- stability ----------------------------------------------------------------------------------
 
 
+def stability_fingerprint(cfg: StudyConfig, proxies: list[Proxy], doc_ids: list[str]) -> str:
+    """What the probe measures, as the configs define it (like a kept result's config fingerprint):
+    a fresh checkout's new fit of the same compressors keeps the kept measurement."""
+    preparation = {"data": non_default(cfg.data), "compressors": [cfg.compressors.spec(p) for p in proxies]}
+    if Proxy.NEURAL in proxies:
+        preparation["neural_lm"] = non_default(cfg.neural_lm)
+    return fingerprint({"preparation": preparation, "docs": doc_ids, "eval": to_dict(cfg.eval)})
+
+
 def run_stability(cfg: StudyConfig, ctx: ArmContext) -> dict[str, Any]:
     """Stability of each prepared proxy the study uses, on the held-out documents."""
     from proxylm.data.corpus import CorpusConfig, Document
-    from proxylm.data.shards import Shards, read_manifest
+    from proxylm.data.shards import Shards
     from proxylm.probes.stability import StabilityConfig, measure, perturbed_pair
 
     proxies = [p for p in needed_proxies(cfg) if (ctx.shards[p] / "manifest.json").is_file()]
     docs = eval_documents(cfg)[: cfg.eval.stability_docs]
-    key = fingerprint({"prepared": [read_manifest(ctx.shards[p])["fingerprint"] for p in proxies],
-                       "docs": [doc_id for doc_id, _ in docs], "eval": to_dict(cfg.eval)})
+    key = stability_fingerprint(cfg, proxies, [doc_id for doc_id, _ in docs])
     existing = read_stability(cfg)
     if existing is not None and existing.get("fingerprint") == key:
         say("study: stability probe: done, skipped")

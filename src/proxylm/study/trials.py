@@ -13,8 +13,12 @@ Design choices:
   budget and run folder, passed through its arm's builder; checkpoints land on the curve points.
 - Compute-matched stops: a FLOPs budget is the trainer's own FLOPs stop (run.max_flops); a
   symbols budget becomes the same number of steps for every arm at that size.
-- The fingerprint covers everything training depends on (the config without paths, and the
-  prepared shards' fingerprint), so a directory trained under another config is refused.
+- Two fingerprints. The training fingerprint covers everything training depends on (the config
+  without paths, and the prepared shards' fingerprint), so a run folder trained on other shards
+  or under another config is neither resumed nor scored. The config fingerprint covers the
+  configs alone (training, data preparation, compressor spec): a kept result whose run folder is
+  gone is checked against it, so a fresh checkout, which prepares its shards afresh (a new fit,
+  a new shards fingerprint), still skips the trials kept under the same configs.
 - A symbols budget depends on the number of processes, so the world size a trial was trained
   with is recorded and reused to check it from a one-process evaluation.
 """
@@ -34,7 +38,7 @@ from proxylm import io
 from proxylm.config import ConfigError, from_dict, to_dict
 from proxylm.errors import UserError
 from proxylm.study.arms import ARMS, ArmContext, planned_steps
-from proxylm.study.config import Arm, SizeConfig, StudyConfig
+from proxylm.study.config import Arm, Proxy, SizeConfig, StudyConfig
 from proxylm.train.config import ModelSection, TrainConfig
 
 TRIAL_FILE = "trial.json"
@@ -178,19 +182,51 @@ def trial_state(cfg: StudyConfig, trial: Trial) -> TrialState:
     return TrialState.read(trial.directory(cfg.out), kept)
 
 
-def checked_config(cfg: StudyConfig, ctx: ArmContext, trial: Trial, state: TrialState) -> tuple[TrainConfig, str]:
-    """The trial's training config and fingerprint; refuses a directory trained under another config."""
+def config_fingerprint(cfg: StudyConfig, trial: Trial, train_cfg: TrainConfig) -> str:
+    """What training depends on, as the configs define it: the training config without paths
+    (and fields at their defaults) plus how its data is prepared (the study's data section and the
+    arm's compressor spec, the neural proxy's byte LM), not the prepared shards' own fingerprint,
+    which changes with every fit (a fresh checkout prepares afresh)."""
+    data = without_defaults(train_cfg)
+    data["run"].pop("out", None)
+    data.pop("ckpt")
+    data["data"].pop("shards", None)
+    proxy = ARMS[trial.arm].proxy
+    data["preparation"] = {"data": non_default(cfg.data), "compressor": cfg.compressors.spec(proxy)}
+    if proxy is Proxy.NEURAL:
+        data["preparation"]["neural_lm"] = non_default(cfg.neural_lm)
+    return fingerprint(data)
+
+
+def non_default(section: Any) -> dict[str, Any]:
+    defaults = field_defaults(type(section))
+    return {k: v for k, v in to_dict(section).items() if k not in defaults or defaults[k] != v}
+
+
+def kept_result_matches(result: dict[str, Any], fingerprints: dict[str, str]) -> bool:
+    """A kept result (its run folder gone) is checked against the configs; one kept before results
+    carried a config fingerprint, against the training fingerprint (configs and prepared shards)."""
+    key = "config_fingerprint" if "config_fingerprint" in result else "train_fingerprint"
+    return result.get(key) == fingerprints[key]
+
+
+def checked_config(cfg: StudyConfig, ctx: ArmContext, trial: Trial, state: TrialState) -> tuple[TrainConfig, dict[str, str]]:
+    """The trial's training config and fingerprints (train_fingerprint: configs and prepared
+    shards, which a run folder must match to be resumed or scored; config_fingerprint: configs
+    only, which a kept result must match); refuses a trial trained under another config."""
     world = (state.recorded or {}).get("world_size", ctx.world_size)
     train_cfg = trial_config(cfg, trial, dataclasses.replace(ctx, world_size=world))
     fp = train_fingerprint(train_cfg)
+    fingerprints = {"train_fingerprint": fp, "config_fingerprint": config_fingerprint(cfg, trial, train_cfg)}
     if state.recorded is not None and state.recorded.get("train_fingerprint") != fp:
         raise UserError(
             f"{trial.directory(cfg.out)}: trained under another config (fingerprint {state.recorded.get('train_fingerprint')}, "
             f"now {fp}); delete the directory to retrain it, or give the study another `out`"
         )
-    if state.recorded is None and state.result is not None and state.result.get("train_fingerprint") != fp:
+    if state.recorded is None and state.result is not None and not kept_result_matches(state.result, fingerprints):
+        key = "config_fingerprint" if "config_fingerprint" in state.result else "train_fingerprint"
         raise UserError(
             f"{trial.kept_result(cfg.results_dir or '.')}: a kept result trained under another config (fingerprint "
-            f"{state.result.get('train_fingerprint')}, now {fp}); delete it to retrain the trial, or give the study another results_dir"
+            f"{state.result.get(key)}, now {fingerprints[key]}); delete it to retrain the trial, or give the study another results_dir"
         )
-    return train_cfg, fp
+    return train_cfg, fingerprints
