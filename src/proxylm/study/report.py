@@ -357,7 +357,7 @@ def setup_lines(cfg: StudyConfig, rows: list[Row]) -> list[str]:
              + f"; window {cfg.eval.context or t.pack.seq_len}; the same bytes for every arm.",
              f"- Shared training settings: seq_len {t.pack.seq_len}, batch {t.pack.batch_size} x grad_accum {t.run.grad_accum}, "
              f"lr {t.optim.lr:g}, warm-up {t.optim.warmup_steps} steps, cosine to {t.optim.min_lr_ratio:g}x, "
-             f"weight decay {t.optim.weight_decay:g}, {t.run.dtype.value}, heads {t.model.n_main_heads or 1} main + {t.model.n_raw_heads or 0} raw.",
+             f"weight decay {t.optim.weight_decay:g}, run.dtype {t.run.dtype.value}, heads {t.model.n_main_heads or 1} main + {t.model.n_raw_heads or 0} raw.",
              f"- Compressors: {compressor_text(cfg, rows)}.",
              *position_cost_lines(rows),
              *precision_lines(rows), "",
