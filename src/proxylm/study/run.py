@@ -534,8 +534,8 @@ def stability_fingerprint(cfg: StudyConfig, proxies: list[Proxy], doc_ids: list[
     """What the probe measures, as the configs define it (like a kept result's config fingerprint):
     a fresh checkout's new fit of the same compressors keeps the kept measurement."""
     preparation = {"data": non_default(cfg.data), "compressors": [cfg.compressors.spec(p) for p in proxies]}
-    if Proxy.NEURAL in proxies:
-        preparation["neural_lm"] = non_default(cfg.neural_lm)
+    if Proxy.NEURAL in proxies:  # the byte LM's directory is named by everything that shapes it
+        preparation["neural_lm"] = Path(compressor_lm_config(cfg).run.out).name
     return fingerprint({"preparation": preparation, "docs": doc_ids, "eval": to_dict(cfg.eval)})
 
 
