@@ -93,13 +93,14 @@ def write_report(cfg: StudyConfig) -> dict[str, Any]:
     if cfg.report_md:
         md = Path(cfg.report_md)
         targets.append((md, md.parent / "results"))
+    compression = compressions(cfg, used_proxies(rows))
     for md_path, fig_dir in targets:
         figures = write_figures(rows, stability, fig_dir)
-        atomic_write_text(md_path, markdown(cfg, rows, stability, findings, figures, md_path.parent))
+        atomic_write_text(md_path, markdown(cfg, rows, stability, findings, figures, md_path.parent, compression))
     summary = {
         "rows": [row.summary() for row in rows],
         "findings": findings,
-        "compression": {proxy.value: found for proxy, found in compressions(cfg, used_proxies(rows)).items()},
+        "compression": {proxy.value: found for proxy, found in compression.items()},
         "stability": stability,
         "trials": [r for row in rows for r in row.results],
     }
@@ -254,13 +255,13 @@ def fmt(value: float | None, spec: str = ".4f") -> str:
 
 
 def markdown(cfg: StudyConfig, rows: list[Row], stability: dict[str, Any] | None, findings: list[dict[str, str]],
-             figures: dict[str, Path], base: Path) -> str:
+             figures: dict[str, Path], base: Path, compression: dict[Proxy, dict[str, Any] | None]) -> str:
     lines = ["# Compute-matched study", ""]
     if cfg.command:
         lines += ["Command:", "", f"    {cfg.command}", ""]
     lines += status_lines(cfg, rows)
     lines += scope_lines(rows)
-    lines += setup_lines(cfg, rows)
+    lines += setup_lines(cfg, rows, compression)
     lines += bpb_lines(rows)
     lines += code_lines(rows)
     lines += curve_lines(rows)
@@ -346,7 +347,7 @@ def scope_lines(rows: list[Row]) -> list[str]:
             f"{math.log10(1e11 / max(symbols)):.1f}+ in data.", ""]
 
 
-def setup_lines(cfg: StudyConfig, rows: list[Row]) -> list[str]:
+def setup_lines(cfg: StudyConfig, rows: list[Row], compression: dict[Proxy, dict[str, Any] | None]) -> list[str]:
     t = cfg.train
     held_out = next((row.results[0]["eval"] for row in rows if row.results), None)
     lines = ["## Setup", "",
@@ -358,7 +359,7 @@ def setup_lines(cfg: StudyConfig, rows: list[Row]) -> list[str]:
              f"- Shared training settings: seq_len {t.pack.seq_len}, batch {t.pack.batch_size} x grad_accum {t.run.grad_accum}, "
              f"lr {t.optim.lr:g}, warm-up {t.optim.warmup_steps} steps, cosine to {t.optim.min_lr_ratio:g}x, "
              f"weight decay {t.optim.weight_decay:g}, run.dtype {t.run.dtype.value}, heads {t.model.n_main_heads or 1} main + {t.model.n_raw_heads or 0} raw.",
-             f"- Compressors: {compressor_text(cfg, rows)}.",
+             f"- Compressors: {compressor_text(cfg, compression)}.",
              *position_cost_lines(rows),
              *precision_lines(rows), "",
              "| size | preset | non-embedding params (all heads; byte model to largest vocabulary) | budget per arm | seeds | arms |", "|---|---|---|---|---|---|"]
@@ -466,9 +467,9 @@ def compression_text(found: dict[str, Any] | None, proxy: Proxy) -> str:
     return text
 
 
-def compressor_text(cfg: StudyConfig, rows: list[Row]) -> str:
+def compressor_text(cfg: StudyConfig, compression: dict[Proxy, dict[str, Any] | None]) -> str:
     parts = []
-    for proxy, found in compressions(cfg, used_proxies(rows)).items():
+    for proxy, found in compression.items():
         details = [compression_text(found, proxy)]
         if proxy is Proxy.NEURAL:
             details.insert(0, f"byte LM: {byte_lm_text(cfg)}")

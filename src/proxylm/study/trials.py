@@ -130,15 +130,23 @@ def field_defaults(cls: type) -> dict[str, Any]:
 def without_defaults(cfg: Any) -> dict[str, Any]:
     """`cfg` as plain data, each section without the fields left at their declared defaults, so a
     field added later with a default that keeps the old behaviour does not change fingerprints."""
-    out = {}
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if dataclasses.is_dataclass(value):
-            defaults = field_defaults(type(value))
-            out[f.name] = {k: v for k, v in to_dict(value).items() if k not in defaults or defaults[k] != v}
-        else:
-            out[f.name] = to_dict(value)
-    return out
+    sections = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    return {name: non_default(value) if dataclasses.is_dataclass(value) else to_dict(value) for name, value in sections.items()}
+
+
+def non_default(section: Any) -> dict[str, Any]:
+    """A config section as plain data without the fields left at their declared defaults."""
+    defaults = field_defaults(type(section))
+    return {k: v for k, v in to_dict(section).items() if k not in defaults or defaults[k] != v}
+
+
+def training_data(train_cfg: TrainConfig) -> dict[str, Any]:
+    """The training config as fingerprinted: without paths and without fields at their defaults."""
+    data = without_defaults(train_cfg)
+    data["run"].pop("out", None)
+    data.pop("ckpt")
+    data["data"].pop("shards", None)
+    return data
 
 
 def train_fingerprint(train_cfg: TrainConfig) -> str:
@@ -146,10 +154,7 @@ def train_fingerprint(train_cfg: TrainConfig) -> str:
     plus the prepared data's fingerprint."""
     from proxylm.data.shards import read_manifest
 
-    data = without_defaults(train_cfg)
-    data["run"].pop("out", None)
-    data.pop("ckpt")
-    data["data"].pop("shards", None)
+    data = training_data(train_cfg)
     data["prepared"] = read_manifest(Path(train_cfg.data.shards))["fingerprint"]
     return fingerprint(data)
 
@@ -187,10 +192,7 @@ def config_fingerprint(cfg: StudyConfig, trial: Trial, train_cfg: TrainConfig) -
     (and fields at their defaults) plus how its data is prepared (the study's data section and the
     arm's compressor spec, the neural proxy's byte LM), not the prepared shards' own fingerprint,
     which changes with every fit (a fresh checkout prepares afresh)."""
-    data = without_defaults(train_cfg)
-    data["run"].pop("out", None)
-    data.pop("ckpt")
-    data["data"].pop("shards", None)
+    data = training_data(train_cfg)
     proxy = ARMS[trial.arm].proxy
     data["preparation"] = {"data": non_default(cfg.data), "compressor": cfg.compressors.spec(proxy)}
     if proxy is Proxy.NEURAL:
@@ -198,16 +200,10 @@ def config_fingerprint(cfg: StudyConfig, trial: Trial, train_cfg: TrainConfig) -
     return fingerprint(data)
 
 
-def non_default(section: Any) -> dict[str, Any]:
-    defaults = field_defaults(type(section))
-    return {k: v for k, v in to_dict(section).items() if k not in defaults or defaults[k] != v}
-
-
-def kept_result_matches(result: dict[str, Any], fingerprints: dict[str, str]) -> bool:
-    """A kept result (its run folder gone) is checked against the configs; one kept before results
-    carried a config fingerprint, against the training fingerprint (configs and prepared shards)."""
-    key = "config_fingerprint" if "config_fingerprint" in result else "train_fingerprint"
-    return result.get(key) == fingerprints[key]
+def kept_result_key(result: dict[str, Any]) -> str:
+    """The fingerprint a kept result (its run folder gone) is checked by: the configs'; for one kept
+    before results carried it, the training fingerprint (configs and prepared shards)."""
+    return "config_fingerprint" if "config_fingerprint" in result else "train_fingerprint"
 
 
 def checked_config(cfg: StudyConfig, ctx: ArmContext, trial: Trial, state: TrialState) -> tuple[TrainConfig, dict[str, str]]:
@@ -223,8 +219,8 @@ def checked_config(cfg: StudyConfig, ctx: ArmContext, trial: Trial, state: Trial
             f"{trial.directory(cfg.out)}: trained under another config (fingerprint {state.recorded.get('train_fingerprint')}, "
             f"now {fp}); delete the directory to retrain it, or give the study another `out`"
         )
-    if state.recorded is None and state.result is not None and not kept_result_matches(state.result, fingerprints):
-        key = "config_fingerprint" if "config_fingerprint" in state.result else "train_fingerprint"
+    key = kept_result_key(state.result or {})
+    if state.recorded is None and state.result is not None and state.result.get(key) != fingerprints[key]:
         raise UserError(
             f"{trial.kept_result(cfg.results_dir or '.')}: a kept result trained under another config (fingerprint "
             f"{state.result.get(key)}, now {fingerprints[key]}); delete it to retrain the trial, or give the study another results_dir"
