@@ -318,11 +318,11 @@ def _as_nobody() -> list[str]:
     return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
 
 
-def _nobody_can_run(python: str) -> bool:
-    """Whether the sandbox starts for uid 65534 with this interpreter."""
+def _nobody_cannot_run(python: str) -> str | None:
+    """Why the sandbox does not start for uid 65534 with this interpreter (its last line of stderr), or None."""
     script = "from proxylm.evaluate.sandbox import SandboxLimits, sandbox_isolation; sandbox_isolation(SandboxLimits())"
-    probe = subprocess.run([*_as_nobody(), python, "-c", script], capture_output=True, env=_src_env())
-    return probe.returncode == 0
+    probe = subprocess.run([*_as_nobody(), python, "-c", script], capture_output=True, text=True, env=_src_env())
+    return None if probe.returncode == 0 else (probe.stderr.strip().splitlines() or [f"exit {probe.returncode}"])[-1]
 
 
 def _src_env() -> dict:
@@ -354,9 +354,11 @@ def nobody_python():
     root = Path(tempfile.mkdtemp(prefix="proxylm-nobody-"))
     root.chmod(0o755)
     try:
-        python = sys.executable if _nobody_can_run(sys.executable) else _venv_on_system_python(root)
-        if python is None or not _nobody_can_run(python):
+        python = sys.executable if _nobody_cannot_run(sys.executable) is None else _venv_on_system_python(root)
+        if python is None:
             pytest.skip("no interpreter here that bwrap can bind for uid 65534 (this one is private and no system python3 of its version)")
+        if why := _nobody_cannot_run(python):  # e.g. the checkout itself lies in a directory only root can enter
+            pytest.skip(f"uid 65534 cannot run proxylm from this checkout with {python}: {why}")
         yield python, root
     finally:
         shutil.rmtree(root, ignore_errors=True)
